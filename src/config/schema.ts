@@ -1,0 +1,125 @@
+import { z } from 'zod';
+
+/**
+ * The configuration file's schema. Key paths listed in SPEC 3.1 are the documented interface;
+ * config/example.yaml documents every key. Defaults are chosen for a production deployment;
+ * tests and the demo override what they need.
+ */
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT (IPv6 as [addr]:port)');
+
+const port = z.number().int().min(0).max(65535);
+
+const listener = z.strictObject({
+  host: z.string().default('0.0.0.0'),
+  port,
+  /**
+   * implicit: TLS from the first byte (993/465). starttls: plaintext until STARTTLS, no login
+   * before it (RFC 9051 §6.2.3 LOGINDISABLED). none: plaintext with login allowed, only for a
+   * front that is already encrypted (a TLS-terminating load balancer on the same host) or tests.
+   */
+  tls: z.enum(['implicit', 'starttls', 'none']),
+});
+
+const upstreamLogin = z.discriminatedUnion('style', [
+  z.strictObject({
+    /** Dovecot master user: LOGIN "user*master" "secret" (auth_master_user_separator). */
+    style: z.literal('master'),
+    user: z.string().min(1),
+    password: z.string().min(1),
+    separator: z.string().min(1).default('*'),
+  }),
+  z.strictObject({
+    /** SASL PLAIN with authzid = the user, authcid = the master user (RFC 4616 §2). */
+    style: z.literal('plain-authzid'),
+    user: z.string().min(1),
+    password: z.string().min(1),
+  }),
+]);
+
+const imapLimits = z.strictObject({
+  maxLineBytes: z.number().int().min(512).max(1048576).default(8192),
+  maxLiteralBytes: z.number().int().min(64).max(1048576).default(8192),
+  maxBadCommands: z.number().int().min(1).max(1000).default(10),
+  maxAuthFailures: z.number().int().min(1).max(100).default(3),
+  preauthTimeoutMs: z.number().int().min(100).default(60_000),
+  maxConnectionsPerIp: z.number().int().min(1).default(50),
+});
+
+const imap = z.strictObject({
+  listen: z.array(listener).default([]),
+  /** Sent in the greeting; keep it free of version numbers. */
+  greeting: z.string().default('mailgate ready.'),
+  upstream: z.strictObject({
+    servers: z.array(hostPort).min(1),
+    tls: z.enum(['none', 'starttls', 'implicit']).default('none'),
+    /** Verify the upstream's certificate (turn off only for a self-signed store on loopback). */
+    tlsVerify: z.boolean().default(true),
+    login: upstreamLogin,
+    /** Send ID x-originating-ip/-port so the store logs and rate-limits the real client. */
+    forwardClientAddress: z.boolean().default(true),
+    connectTimeoutMs: z.number().int().min(100).default(5_000),
+    loginTimeoutMs: z.number().int().min(100).default(10_000),
+  }),
+  limits: imapLimits.default(imapLimits.parse({})),
+});
+
+const geo = z.strictObject({
+  countryDb: z.string().default('bundled'),
+  asnDb: z.string().default('bundled'),
+  domesticCountries: z.array(z.string().regex(/^[A-Z]{2}$/, 'expected an ISO 3166 alpha-2 code')).min(1),
+  unknownCountry: z.enum(['overseas', 'domestic']).default('overseas'),
+  overrides: z
+    .array(
+      z.strictObject({
+        cidr: z.string(),
+        country: z.string().regex(/^[A-Z]{2}$/, 'expected an ISO 3166 alpha-2 code'),
+        asn: z.number().int().min(0).optional(),
+        org: z.string().optional(),
+      }),
+    )
+    .default([]),
+});
+
+const argon2 = z.strictObject({
+  memoryKiB: z.number().int().min(8).max(4_194_304).default(19456),
+  iterations: z.number().int().min(1).max(100).default(2),
+  parallelism: z.number().int().min(1).max(16).default(1),
+});
+
+const passwords = z.strictObject({
+  argon2: argon2.default(argon2.parse({})),
+  /** Hash verifications running at once in this process; the rest queue (libuv pool has 4 threads). */
+  maxConcurrentVerifies: z.number().int().min(1).max(64).default(2),
+  /** Verifications allowed to wait; beyond this a login gets a temporary failure instead of queueing. */
+  maxQueuedVerifies: z.number().int().min(0).default(1000),
+});
+
+export const configSchema = z.strictObject({
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' }),
+  redis: z.strictObject({
+    url: z.string().regex(/^rediss?:\/\//, 'expected redis://HOST:PORT/DB or rediss://'),
+    /** Prefix of every key, so that several deployments (or tests) can share one Redis. */
+    keyPrefix: z.string().default('mg:'),
+    commandTimeoutMs: z.number().int().min(10).default(2_000),
+  }),
+  tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+  proxyProtocol: z
+    .strictObject({
+      trusted: z.array(z.string()).default([]),
+      timeoutMs: z.number().int().min(10).default(3_000),
+    })
+    .default({ trusted: [], timeoutMs: 3_000 }),
+  imap: imap.optional(),
+  geo,
+  passwords: passwords.default(passwords.parse({})),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type ImapConfig = NonNullable<Config['imap']>;
+export type ImapLimits = ImapConfig['limits'];
+export type ListenerConfig = z.infer<typeof listener>;
+export type UpstreamLoginConfig = z.infer<typeof upstreamLogin>;
+export type Argon2Params = z.infer<typeof argon2>;
