@@ -29,7 +29,9 @@ export async function connectRedis(redis: Redis, url: string): Promise<void> {
     await redis.connect();
   } catch (err) {
     redis.disconnect();
-    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${(err as Error).message}`, { cause: err });
+    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 

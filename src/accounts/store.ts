@@ -56,7 +56,9 @@ export function normalizeLogin(name: string): string {
 export function checkLoginName(name: string, what = 'login'): string {
   const n = normalizeLogin(name);
   if (n.length === 0 || n.length > 255 || /[\s\p{Cc}"\\]/u.test(n)) {
-    throw new UsageError(`${what} "${name}" is not valid: 1-255 characters, no spaces, quotes or control characters`);
+    throw new UsageError(
+      `${what} "${name}" is not valid: 1-255 characters, no spaces, quotes or control characters`,
+    );
   }
   return n;
 }
@@ -108,7 +110,12 @@ return 'ok'
 
 type RedisWithScripts = Redis & {
   mgRevoke(key: string): Promise<number>;
-  mgCreate(prefix: string, login: string, aliases: string, ...fields: string[]): Promise<'ok' | 'exists' | 'taken'>;
+  mgCreate(
+    prefix: string,
+    login: string,
+    aliases: string,
+    ...fields: string[]
+  ): Promise<'ok' | 'exists' | 'taken'>;
   mgLookup(prefix: string, name: string): Promise<[string[], string[]]>;
   mgIssue(key: string, hash: string, at: string, ifAbsent: string): Promise<number>;
 };
@@ -158,7 +165,9 @@ export class AccountStore {
     now: number;
   }): Promise<Account> {
     const login = checkLoginName(input.login);
-    const aliases = [...new Set((input.aliases ?? []).map((a) => checkLoginName(a, 'alias')))].filter((a) => a !== login);
+    const aliases = [...new Set((input.aliases ?? []).map((a) => checkLoginName(a, 'alias')))].filter(
+      (a) => a !== login,
+    );
     const account: Account = {
       login,
       aliases,
@@ -173,7 +182,9 @@ export class AccountStore {
       createdAt: input.now,
     };
     const fields = Object.entries(serializeAccount(account)).flat();
-    const r = await this.#call(() => this.#redis.mgCreate(this.#p, login, JSON.stringify(aliases), ...fields));
+    const r = await this.#call(() =>
+      this.#redis.mgCreate(this.#p, login, JSON.stringify(aliases), ...fields),
+    );
     if (r === 'exists') throw new RefusedError(`account "${login}" already exists`);
     if (r === 'taken') throw new RefusedError('the login or an alias is already used by another account');
     return account;
@@ -198,7 +209,10 @@ export class AccountStore {
     return r > 0;
   }
 
-  async setDomesticPhase(logins: readonly string[], phase: Phase): Promise<{ changed: string[]; missing: string[] }> {
+  async setDomesticPhase(
+    logins: readonly string[],
+    phase: Phase,
+  ): Promise<{ changed: string[]; missing: string[] }> {
     const names = logins.map((l) => normalizeLogin(l));
     const existing = await this.#call(() => {
       const tx = this.#redis.pipeline();
@@ -216,7 +230,9 @@ export class AccountStore {
   }
 
   async getRollout(): Promise<RolloutState> {
-    return parseRollout(pairs(await this.#call(() => this.#redis.hgetall(`${this.#p}rollout`).then(flatten))));
+    return parseRollout(
+      pairs(await this.#call(() => this.#redis.hgetall(`${this.#p}rollout`).then(flatten))),
+    );
   }
 
   async setRollout(patch: Partial<RolloutState>): Promise<RolloutState> {

@@ -110,7 +110,10 @@ export function createOperatorService(deps: OperatorDeps) {
      * Issues a new IMAP-only password (S3 method 2, S4), or with ifAbsent only when none exists
      * (S3 method 1, S5). The password is returned once and stored only as a hash.
      */
-    async issueImapPassword(login: string, opts: { ifAbsent: boolean }): Promise<{ login: string; password: string | null; issued: boolean }> {
+    async issueImapPassword(
+      login: string,
+      opts: { ifAbsent: boolean },
+    ): Promise<{ login: string; password: string | null; issued: boolean }> {
       const account = await accounts.require(login);
       if (opts.ifAbsent && account.imapHash) {
         audit('imap-password.issue', { login: account.login, issued: false, ifAbsent: true });
@@ -137,7 +140,10 @@ export function createOperatorService(deps: OperatorDeps) {
       return after;
     },
 
-    async setDomesticPhase(target: { logins: string[] } | { all: true }, phase: Phase): Promise<{ phase: Phase; logins: string[] | 'all' }> {
+    async setDomesticPhase(
+      target: { logins: string[] } | { all: true },
+      phase: Phase,
+    ): Promise<{ phase: Phase; logins: string[] | 'all' }> {
       if ('all' in target) {
         const before = await accounts.getRollout();
         await accounts.setRollout({ domesticAll: phase });
@@ -146,7 +152,8 @@ export function createOperatorService(deps: OperatorDeps) {
       }
       if (target.logins.length === 0) throw new UsageError('name at least one --login, or --all');
       const { changed, missing } = await accounts.setDomesticPhase(target.logins, phase);
-      if (missing.length) throw new UsageError(`no account ${missing.map((m) => `"${m}"`).join(', ')}; nothing changed`);
+      if (missing.length)
+        throw new UsageError(`no account ${missing.map((m) => `"${m}"`).join(', ')}; nothing changed`);
       audit('rollout.domestic', { target: changed, after: phase });
       return { phase, logins: changed };
     },

@@ -27,7 +27,13 @@ export interface AuthRequest {
 export type TempFailReason = 'store-unavailable' | 'overloaded';
 
 export type AuthResult =
-  | { kind: 'allow'; account: Account; credential: 'imap-only' | 'primary'; geo: GeoAnswer; wouldRefuse: Restriction[] }
+  | {
+      kind: 'allow';
+      account: Account;
+      credential: 'imap-only' | 'primary';
+      geo: GeoAnswer;
+      wouldRefuse: Restriction[];
+    }
   | { kind: 'deny'; reason: DenyReason; geo: GeoAnswer }
   | { kind: 'tempfail'; reason: TempFailReason };
 
@@ -119,7 +125,14 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       }
       if (decision.kind === 'allow') {
         log.info(
-          { ...logLine, account: account!.login, result: 'allow', reason: decision.credential, wouldRefuse: decision.wouldRefuse, ms },
+          {
+            ...logLine,
+            account: account!.login,
+            result: 'allow',
+            reason: decision.credential,
+            wouldRefuse: decision.wouldRefuse,
+            ms,
+          },
           'login allowed',
         );
         return {
@@ -135,8 +148,12 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     } catch (err) {
       const reason: TempFailReason = err instanceof OverloadedError ? 'overloaded' : 'store-unavailable';
       const ms = clock() - started;
-      if (!(err instanceof MailgateError)) log.error({ event: 'error', session: req.sessionId, err }, 'authentication failed');
-      log.warn({ ...logLine, result: 'tempfail', reason, code: (err as MailgateError).code ?? null, ms }, 'login deferred');
+      if (!(err instanceof MailgateError))
+        log.error({ event: 'error', session: req.sessionId, err }, 'authentication failed');
+      log.warn(
+        { ...logLine, result: 'tempfail', reason, code: (err as MailgateError).code ?? null, ms },
+        'login deferred',
+      );
       return { kind: 'tempfail', reason };
     }
   }

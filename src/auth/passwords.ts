@@ -36,7 +36,8 @@ export class BadHashError extends MailgateError {
 
 /** Accepts an argon2 PHC string (any parameter order) and returns it, or throws BadHashError. */
 export function checkPhc(phc: string): string {
-  if (!/^\$argon2(id|i|d)\$/.test(phc)) throw new BadHashError('not an argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash)');
+  if (!/^\$argon2(id|i|d)\$/.test(phc))
+    throw new BadHashError('not an argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash)');
   try {
     parseOptions(phc);
   } catch {

@@ -44,7 +44,8 @@ function describeIssue(error: z.ZodError): string {
   if (!issue) return 'invalid configuration';
   const path = formatPath(issue.path);
   let message = issue.message;
-  if (issue.code === 'unrecognized_keys') message = `unknown key ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  if (issue.code === 'unrecognized_keys')
+    message = `unknown key ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
   if (issue.code === 'invalid_type' && /received undefined/.test(message)) message = 'is required';
   return `${path || '(top level)'}: ${message}`;
 }

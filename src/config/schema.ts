@@ -98,7 +98,11 @@ const passwords = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
-  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' }),
+  log: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    })
+    .default({ level: 'info' }),
   redis: z.strictObject({
     url: z.string().regex(/^rediss?:\/\//, 'expected redis://HOST:PORT/DB or rediss://'),
     /** Prefix of every key, so that several deployments (or tests) can share one Redis. */

@@ -22,6 +22,16 @@ export class LogNoticeSink implements NoticeSink {
   constructor(private readonly log: Logger) {}
 
   queue(r: NoticeRequest): void {
-    this.log.info({ event: 'notify', notice: r.notice, login: r.login, protocol: r.protocol, ip: r.ip, country: r.country }, 'notice queued');
+    this.log.info(
+      {
+        event: 'notify',
+        notice: r.notice,
+        login: r.login,
+        protocol: r.protocol,
+        ip: r.ip,
+        country: r.country,
+      },
+      'notice queued',
+    );
   }
 }

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 
@@ -14,7 +14,10 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: ['password', '*.password', 'token', '*.token', 'hash', '*.hash'], censor: '[redacted]' },
+      redact: {
+        paths: ['password', '*.password', 'token', '*.token', 'hash', '*.hash'],
+        censor: '[redacted]',
+      },
     },
     // Asynchronous writes so that logging never blocks a login on a slow terminal or pipe.
     destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),

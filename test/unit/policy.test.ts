@@ -16,7 +16,11 @@ type Row = [name: string, facts: Partial<LoginFacts>, expected: Partial<Decision
 
 // One row per line of SPEC 3.3, in its order.
 const rows: Row[] = [
-  ['1 unknown account', { accountExists: false }, { kind: 'deny', reason: 'unknown-account', countsAsFailure: true }],
+  [
+    '1 unknown account',
+    { accountExists: false },
+    { kind: 'deny', reason: 'unknown-account', countsAsFailure: true },
+  ],
   [
     '2 locked, even with the right password',
     { locked: true, hasImapPassword: true, matched: 'imap-only' },
@@ -98,7 +102,11 @@ const rows: Row[] = [
     { matched: 'primary', location: 'overseas', overseasPhase: 'warn', domesticPhase: 'enforce' },
     { kind: 'deny', reason: 'domestic-restricted' },
   ],
-  ['5 wrong password, no IMAP-only password', { matched: 'none' }, { kind: 'deny', reason: 'bad-password', countsAsFailure: true }],
+  [
+    '5 wrong password, no IMAP-only password',
+    { matched: 'none' },
+    { kind: 'deny', reason: 'bad-password', countsAsFailure: true },
+  ],
   [
     '5 wrong password from abroad with overseas enforced is still a wrong password',
     { matched: 'none', location: 'overseas', overseasPhase: 'enforce' },

@@ -14,7 +14,10 @@ describe('decodeBase64', () => {
 describe('parsePlain (RFC 4616)', () => {
   const enc = (s: string) => Buffer.from(s, 'utf8');
   it('reads authcid and password', () => {
-    expect(parsePlain(enc('\0alice\0p w"\\'))).toEqual({ ok: true, credentials: { login: 'alice', password: enc('p w"\\') } });
+    expect(parsePlain(enc('\0alice\0p w"\\'))).toEqual({
+      ok: true,
+      credentials: { login: 'alice', password: enc('p w"\\') },
+    });
   });
   it('accepts authzid equal to authcid', () => {
     expect(parsePlain(enc('alice\0alice\0pw')).ok).toBe(true);

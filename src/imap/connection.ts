@@ -1,0 +1,284 @@
+import type net from 'node:net';
+import type { Authenticator, AuthResult } from '../auth/authenticator.js';
+import type { ImapConfig } from '../config/schema.js';
+import type { ClientConnection, TlsContext } from '../net/listener.js';
+import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
+import type { Logger } from '../observability/logger.js';
+import { MailgateError } from '../util/errors.js';
+import { ImapCommandReader, type ReaderEvent } from './parser.js';
+import { TEMP_FAILED } from './replies.js';
+import { type Action, ImapSession } from './session.js';
+import { loginUpstream, type UpstreamSession } from './upstream.js';
+
+/**
+ * The one driver that owns a client socket: it feeds bytes to the reader, events to the
+ * session, carries out the session's actions, and after a successful login joins the client
+ * to its mail store with back-pressure (stream.pipe both ways).
+ */
+
+export interface ImapDeps {
+  config: ImapConfig;
+  authenticator: Authenticator;
+  tls: TlsContext;
+  log: Logger;
+  clock: () => number;
+}
+
+export function handleImapConnection(conn: ClientConnection, deps: ImapDeps): void {
+  new ImapConnection(conn, deps).start();
+}
+
+class ImapConnection {
+  socket: net.Socket;
+  readonly session: ImapSession;
+  readonly reader: ImapCommandReader;
+  readonly started: number;
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+  #sawData = false;
+  /** Waiting for the authenticator, a TLS handshake or the store: input stays in the kernel. */
+  #busy = false;
+
+  constructor(
+    readonly conn: ClientConnection,
+    readonly deps: ImapDeps,
+  ) {
+    this.socket = conn.socket;
+    const limits = deps.config.limits;
+    this.session = new ImapSession({ tlsMode: conn.listener.tls, limits, greeting: deps.config.greeting });
+    this.session.secure = conn.secure;
+    this.reader = new ImapCommandReader({
+      maxLineBytes: limits.maxLineBytes,
+      maxLiteralBytes: limits.maxLiteralBytes,
+    });
+    this.started = deps.clock();
+  }
+
+  start(): void {
+    this.#timer = setTimeout(
+      () => this.#run(this.session.onTimeout()),
+      this.deps.config.limits.preauthTimeoutMs,
+    );
+    this.#attach(this.socket);
+    this.#run(this.session.greet());
+    if (this.conn.initialData.length) this.#onData(this.conn.initialData);
+    if (!this.#closed && !this.#busy) this.socket.resume();
+  }
+
+  #attach(socket: net.Socket) {
+    socket.on('data', this.#onData);
+    socket.on('close', this.#onClose);
+    socket.on('error', () => {}); // reported through 'close'
+  }
+
+  #detach(socket: net.Socket) {
+    socket.off('data', this.#onData);
+    socket.off('close', this.#onClose);
+  }
+
+  #onData = (chunk: Buffer) => {
+    if (!this.#sawData) {
+      this.#sawData = true;
+      // A PROXY header here was not expected from this peer (SPEC 3.1): refuse, do not parse it as IMAP.
+      if (chunk.length >= 6 && looksLikeProxyHeader(chunk)) {
+        this.deps.log.info(
+          {
+            event: 'connection',
+            session: this.conn.id,
+            ip: this.conn.clientIp,
+            result: 'refused',
+            reason: 'untrusted-proxy-header',
+          },
+          'PROXY header from a peer not in proxyProtocol.trusted',
+        );
+        this.#run([
+          { type: 'send', line: '* BYE PROXY protocol header not accepted from this address.' },
+          { type: 'close', reason: 'untrusted-proxy-header' },
+        ]);
+        return;
+      }
+    }
+    this.#process(this.reader.push(chunk));
+  };
+
+  #process(events: ReaderEvent[]): void {
+    let pending = events;
+    while (!this.#closed && !this.#busy && pending.length) {
+      for (const ev of pending) this.#run(this.session.onEvent(ev));
+      // The reader holds after a command or line; it continues only when nothing is in flight.
+      pending = !this.#closed && !this.#busy && this.reader.paused ? this.reader.resume() : [];
+    }
+  }
+
+  #run(actions: Action[]): void {
+    for (const action of actions) {
+      if (this.#closed) return;
+      switch (action.type) {
+        case 'send':
+          this.socket.write(`${action.line}\r\n`);
+          break;
+        case 'line-mode':
+          this.reader.setLineMode(action.on);
+          break;
+        case 'close':
+          this.#finish(action.reason);
+          return;
+        case 'start-tls':
+          void this.#startTls();
+          return;
+        case 'authenticate':
+          void this.#authenticate(action.tag, action.credentials.login, action.credentials.password);
+          return;
+      }
+    }
+  }
+
+  async #startTls(): Promise<void> {
+    this.#busy = true;
+    const plain = this.socket;
+    plain.pause();
+    this.#detach(plain);
+    // RFC 9051 §6.2.1: anything the client pipelined after STARTTLS is discarded, not executed.
+    this.reader.takeBuffered();
+    try {
+      this.socket = await this.deps.tls.upgrade(plain);
+    } catch (err) {
+      this.#log('tls-failed', { error: (err as Error).message });
+      plain.destroy();
+      this.#finish('tls-failed');
+      return;
+    }
+    this.#busy = false;
+    this.#attach(this.socket);
+    this.#process(this.reader.resume());
+    if (!this.#closed && !this.#busy) this.socket.resume();
+  }
+
+  async #authenticate(tag: string, login: string, password: Buffer): Promise<void> {
+    this.#busy = true;
+    this.socket.pause();
+    const result: AuthResult = await this.deps.authenticator.authenticate({
+      login,
+      password,
+      protocol: 'imap',
+      clientIp: this.conn.clientIp,
+      sessionId: this.conn.id,
+    });
+    password.fill(0);
+    if (this.#closed) return;
+    if (result.kind !== 'allow') {
+      this.#busy = false;
+      this.#run(this.session.onAuthResult(tag, result));
+      if (this.#closed) return;
+      this.#process(this.reader.resume());
+      if (!this.#closed && !this.#busy) this.socket.resume();
+      return;
+    }
+    this.session.onAuthResult(tag, result);
+    const account = result.account;
+    let upstream: UpstreamSession;
+    try {
+      upstream = await loginUpstream(this.deps.config.upstream, {
+        servers: account.upstream ? [account.upstream] : this.deps.config.upstream.servers,
+        user: account.upstreamUser ?? account.login,
+        clientIp: this.conn.clientIp,
+        clientPort: this.conn.clientPort,
+        sessionId: this.conn.id,
+      });
+    } catch (err) {
+      const code = err instanceof MailgateError ? err.code : 'MG_INTERNAL';
+      this.deps.log.error(
+        {
+          event: 'upstream',
+          session: this.conn.id,
+          login: account.login,
+          code,
+          error: (err as Error).message,
+        },
+        'upstream login failed',
+      );
+      this.socket.write(`${tag} ${TEMP_FAILED}\r\n`);
+      this.#finish('upstream-failed');
+      return;
+    }
+    if (this.#closed) {
+      upstream.socket.destroy();
+      return;
+    }
+    this.#splice(tag, upstream, account.login, result.credential);
+  }
+
+  #splice(tag: string, upstream: UpstreamSession, login: string, credential: string): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    const client = this.socket;
+    const store = upstream.socket;
+    this.#detach(client);
+    this.#closed = true; // the IMAP session is over; from here on the streams carry the bytes
+    client.write(`${tag} OK [CAPABILITY ${upstream.capabilities}] Logged in\r\n`);
+    // Commands the client pipelined after its LOGIN go to the store first, in order (SPEC 3.4).
+    const pipelined = this.reader.takeBuffered();
+    if (pipelined.length) store.write(pipelined);
+    store.on('error', () => {});
+    client.pipe(store);
+    store.pipe(client);
+    const clientIn = client.bytesRead;
+    const clientOut = client.bytesWritten;
+    let logged = false;
+    const end = (by: string) => {
+      if (logged) return;
+      logged = true;
+      client.destroy();
+      store.destroy();
+      this.deps.log.info(
+        {
+          event: 'session',
+          session: this.conn.id,
+          login,
+          ip: this.conn.clientIp,
+          protocol: 'imap',
+          credential,
+          upstream: upstream.server,
+          closedBy: by,
+          bytesIn: client.bytesRead - clientIn,
+          bytesOut: client.bytesWritten - clientOut,
+          ms: this.deps.clock() - this.started,
+        },
+        'session closed',
+      );
+    };
+    client.once('close', () => end('client'));
+    store.once('close', () => end('upstream'));
+    client.resume();
+    store.resume();
+  }
+
+  #onClose = () => {
+    if (!this.#closed) this.#finish('client-closed');
+  };
+
+  #finish(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.socket.end();
+    // Give the last reply a moment to leave, then make sure the socket is gone.
+    setTimeout(() => this.socket.destroy(), 1_000).unref();
+    this.#log(reason, {});
+  }
+
+  #log(reason: string, extra: Record<string, unknown>): void {
+    this.deps.log.info(
+      {
+        event: 'session',
+        session: this.conn.id,
+        ip: this.conn.clientIp,
+        protocol: 'imap',
+        result: 'closed-before-login',
+        reason,
+        ms: this.deps.clock() - this.started,
+        ...extra,
+      },
+      'connection closed',
+    );
+  }
+}

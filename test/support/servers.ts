@@ -1,0 +1,664 @@
+/**
+ * Real Redis and Dovecot servers for end-to-end tests.
+ *
+ * Each helper starts its server as a child process of the test worker, on a free loopback port,
+ * inside a fresh directory under os.tmpdir(), and stops it by the PID it started (never by name).
+ * The binaries must be installed (scripts/test installs them on a fresh machine); a missing binary
+ * is a loud failure, not a skipped test.
+ *
+ * Start servers once per test file, in beforeAll, and stop them in afterAll.
+ * Set MAILGATE_KEEP_TEST_DIRS=1 to keep the temp directories (configs, logs, maildirs) after stop().
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFile, chmod, chown, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from './ports.js';
+
+const execFileP = promisify(execFile);
+const HOST = '127.0.0.1';
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 15_000;
+const POLL_MS = 25;
+
+// ---------------------------------------------------------------------------------------------
+// Process bookkeeping
+
+const LIVE_KEY = Symbol.for('mailgate.test.liveServers');
+type LiveSet = Set<ChildProcess>;
+const globalStore = globalThis as unknown as Record<symbol, LiveSet | undefined>;
+function liveChildren(): LiveSet {
+  let live = globalStore[LIVE_KEY];
+  if (live === undefined) {
+    const created: LiveSet = new Set();
+    live = created;
+    globalStore[LIVE_KEY] = created;
+    // Last resort if a test file dies before afterAll: signal what this process started.
+    process.once('exit', () => {
+      for (const child of created) child.kill('SIGTERM');
+    });
+  }
+  return live;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+const hasProc = existsSync('/proc/self/stat');
+
+/** State letter and parent PID from /proc/PID/stat, or undefined if there is no such process. */
+function procStat(pid: number): { state: string; ppid: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so split after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { state: rest[0] ?? '?', ppid: Number(rest[1]) };
+}
+
+/**
+ * True when PID no longer runs. A zombie (state Z) or a dead task (X) counts as gone: a daemonised
+ * process whose parent does not reap it stays visible to `kill -0`.
+ */
+function pidGone(pid: number): boolean {
+  if (!hasProc) {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+  const stat = procStat(pid);
+  return stat === undefined || stat.state === 'Z' || stat.state === 'X';
+}
+
+/** All live descendants of PID (children, grandchildren, ...), from /proc. */
+function descendants(pid: number): number[] {
+  if (!hasProc) return [];
+  const parentOf = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = procStat(Number(name));
+    if (stat !== undefined && stat.state !== 'Z') parentOf.set(Number(name), stat.ppid);
+  }
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const current = queue.shift()!;
+    for (const [child, parent] of parentOf) {
+      if (parent === current) {
+        found.push(child);
+        queue.push(child);
+      }
+    }
+  }
+  return found;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (cond()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(POLL_MS);
+  }
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** Waits until CHILD has exited and every PID in `pids` is gone; SIGKILLs whatever is left after the timeout. */
+async function waitGone(child: ChildProcess, pids: number[], what: string): Promise<void> {
+  const allGone = (): boolean => exited(child) && pids.every(pidGone);
+  if (await waitFor(allGone, STOP_TIMEOUT_MS)) return;
+  for (const pid of [child.pid, ...pids]) {
+    if (pid !== undefined && !pidGone(pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  if (!(await waitFor(allGone, 5_000))) {
+    throw new Error(`${what}: processes ${[child.pid, ...pids].join(',')} still alive after SIGKILL`);
+  }
+}
+
+function missingBinary(err: unknown, binary: string, pkg: string): Error | undefined {
+  if ((err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    return new Error(
+      `${binary} not found in PATH: install ${pkg} (scripts/test does it: scripts/lib/install-deps.sh)`,
+    );
+  }
+  return undefined;
+}
+
+/** Spawns BINARY, collecting its stdout+stderr (capped); rejects `spawned` if it cannot be executed. */
+function spawnServer(
+  binary: string,
+  args: string[],
+  pkg: string,
+): { child: ChildProcess; output: () => string; spawned: Promise<void> } {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const collect = (chunk: Buffer): void => {
+    out = (out + chunk.toString('utf8')).slice(-8192);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const spawned = new Promise<void>((resolve, reject) => {
+    child.once('spawn', () => resolve());
+    child.once('error', (err) => reject(missingBinary(err, binary, pkg) ?? err));
+  });
+  // Keep an 'error' listener for later errors (e.g. kill on an exited child) so they never throw.
+  child.on('error', () => {});
+  const live = liveChildren();
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  return { child, output: () => out, spawned };
+}
+
+async function tail(path: string, lines = 40): Promise<string> {
+  try {
+    const text = await readFile(path, 'utf8');
+    return text.split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(cannot read ${path}: ${(err as Error).message})`;
+  }
+}
+
+async function removeDir(dir: string): Promise<void> {
+  if (process.env.MAILGATE_KEEP_TEST_DIRS) return;
+  await rm(dir, { recursive: true, force: true });
+}
+
+class AddressInUse extends Error {}
+
+// ---------------------------------------------------------------------------------------------
+// Raw-socket probes
+
+/** Connects, sends SEND (if any), resolves with the first CRLF-terminated line, or undefined. */
+function firstLine(port: number, send: string | undefined, timeoutMs = 1_000): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let buf = '';
+    let done = false;
+    const socket = connect({ host: HOST, port });
+    const finish = (line: string | undefined): void => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      resolve(line);
+    };
+    socket.setTimeout(timeoutMs, () => finish(undefined));
+    socket.on('error', () => finish(undefined));
+    socket.on('close', () => finish(undefined));
+    socket.on('connect', () => {
+      if (send !== undefined) socket.write(send);
+    });
+    socket.on('data', (chunk) => {
+      buf += chunk.toString('latin1');
+      const end = buf.indexOf('\r\n');
+      if (end >= 0) finish(buf.slice(0, end));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+export interface RedisServer {
+  url: string;
+  host: string;
+  port: number;
+  /** PID of the current redis-server process (changes on restart()). */
+  pid: number;
+  dir: string;
+  /** SIGTERM, wait for exit, remove the temp dir. Idempotent; final (no restart() after it). */
+  stop(): Promise<void>;
+  /** Stop (SIGTERM, if running) then start again on the same port with the same dir. Data
+   * survives only with appendOnly (the default). Also brings the server back after kill(). */
+  restart(): Promise<void>;
+  /** Outage: SIGKILL the server (like a crash) and leave it down; restart() brings it back.
+   * With appendOnly, every acknowledged write is already in the AOF (written before the reply). */
+  kill(): Promise<void>;
+}
+
+export async function startRedis(opts: { appendOnly?: boolean } = {}): Promise<RedisServer> {
+  const appendOnly = opts.appendOnly ?? true;
+  const dir = await mkdtemp(join(tmpdir(), 'mailgate-redis-'));
+  const logPath = join(dir, 'redis.log');
+
+  const launch = async (port: number): Promise<ChildProcess> => {
+    const args = [
+      '--port',
+      String(port),
+      '--bind',
+      HOST,
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      appendOnly ? 'yes' : 'no',
+      '--daemonize',
+      'no',
+      '--logfile',
+      logPath,
+    ];
+    const { child, output, spawned } = spawnServer('redis-server', args, 'redis-server');
+    await spawned;
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (exited(child)) {
+        const log = await tail(logPath);
+        const why = `redis-server exited (${child.exitCode ?? child.signalCode}) while starting on port ${port}`;
+        if (/Address already in use/i.test(log + output())) throw new AddressInUse(why);
+        throw new Error(`${why}\n${output()}\n--- ${logPath} ---\n${log}`);
+      }
+      // -LOADING while the AOF is replayed; +PONG once it serves.
+      if ((await firstLine(port, 'PING\r\n', 500)) === '+PONG') return child;
+      await sleep(POLL_MS);
+    }
+    child.kill('SIGKILL');
+    await waitGone(child, [], 'redis-server');
+    throw new Error(
+      `redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms\n${await tail(logPath)}`,
+    );
+  };
+
+  let port = 0;
+  let child: ChildProcess | undefined;
+  for (let attempt = 1; child === undefined; attempt++) {
+    port = await freePort(HOST);
+    try {
+      child = await launch(port);
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 3) {
+        await removeDir(dir);
+        throw err;
+      }
+    }
+  }
+
+  let current: ChildProcess | undefined = child;
+  let stopped = false;
+  const halt = async (signal: NodeJS.Signals): Promise<void> => {
+    const proc = current;
+    if (proc === undefined) return;
+    current = undefined;
+    if (!exited(proc)) proc.kill(signal);
+    await waitGone(proc, proc.pid === undefined ? [] : [proc.pid], 'redis-server');
+  };
+
+  const server: RedisServer = {
+    url: `redis://${HOST}:${port}`,
+    host: HOST,
+    port,
+    pid: child.pid!,
+    dir,
+    async stop() {
+      stopped = true;
+      await halt('SIGTERM');
+      await removeDir(dir);
+    },
+    async kill() {
+      await halt('SIGKILL');
+    },
+    async restart() {
+      if (stopped) throw new Error('RedisServer.restart() after stop(): its directory is gone');
+      await halt('SIGTERM');
+      // Same port: redis sets SO_REUSEADDR, but retry briefly in case the port is still held.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          current = await launch(port);
+          break;
+        } catch (err) {
+          if (!(err instanceof AddressInUse) || attempt >= 20) throw err;
+          await sleep(100);
+        }
+      }
+      server.pid = current.pid!;
+    },
+  };
+  return server;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dovecot
+
+export interface DovecotUser {
+  user: string;
+  password: string;
+}
+
+export interface DovecotServer {
+  host: string;
+  port: number;
+  /** PID of the Dovecot master process. */
+  pid: number;
+  dir: string;
+  masterUser: string;
+  masterPassword: string;
+  logPath: string;
+  readLog(): Promise<string>;
+  /** Polls the log until a line matches; resolves with that line, rejects with the log tail after
+   * `timeoutMs` (default 5000). `from`: only look past this many characters of the log, e.g.
+   * `(await dovecot.readLog()).length` taken before the action, to skip matches from earlier tests. */
+  waitForLog(pattern: RegExp | string, opts?: { timeoutMs?: number; from?: number }): Promise<string>;
+  /** Appends to the users' passwd-file. Dovecot re-reads it when its size or mtime changes, but checks
+   * at most once a second, so on a running server this waits for the next second (<= 1 s). */
+  addUser(u: DovecotUser): Promise<void>;
+  /** Writes a message file into the user's ~/Maildir/new, owned by the mail uid/gid. */
+  deliver(user: string, rfc822: string | Buffer): Promise<void>;
+  /** `doveadm stop`, wait until the master and all its children are gone, remove the temp dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+async function getent(name: string): Promise<Account | undefined> {
+  let line: string | undefined;
+  try {
+    line = (await execFileP('getent', ['passwd', name])).stdout.trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return undefined;
+    // No getent: read /etc/passwd.
+    line = (await readFile('/etc/passwd', 'utf8')).split('\n').find((l) => l.startsWith(`${name}:`));
+  }
+  const fields = line?.split(':') ?? [];
+  if (fields.length < 4) return undefined;
+  return { name, uid: Number(fields[2]), gid: Number(fields[3]) };
+}
+
+const USER_RE = /^[A-Za-z0-9._@+-]+$/;
+
+function checkUser(u: DovecotUser, separator: string): void {
+  if (!USER_RE.test(u.user) || u.user.includes(separator)) {
+    throw new Error(
+      `Dovecot test user name ${JSON.stringify(u.user)} must match ${USER_RE} (no '${separator}')`,
+    );
+  }
+  if (/[:\r\n]/.test(u.password)) {
+    throw new Error(`Dovecot test password for ${u.user} must not contain ':' or line breaks (passwd-file)`);
+  }
+}
+
+function dovecotConf(p: {
+  dir: string;
+  port: number;
+  logPath: string;
+  masterFile: string;
+  usersFile: string;
+  mail: Account;
+}): string {
+  const { dir, port, logPath, masterFile, usersFile, mail } = p;
+  return `# Generated by test/support/servers.ts: a private Dovecot for end-to-end tests.
+base_dir = ${join(dir, 'run')}
+state_dir = ${join(dir, 'state')}
+instance_name = mailgate-test-${port}
+log_path = ${logPath}
+log_timestamp = "%Y-%m-%d %H:%M:%S "
+protocols = imap
+listen = ${HOST}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+# Tests log in with wrong passwords on purpose: answer at once, and no per-IP penalty (2.3.19 applies
+# it to 127.0.0.1 even though login_trusted_networks covers it, delaying the next logins by 2-15 s).
+auth_failure_delay = 0
+auth_master_user_separator = *
+login_trusted_networks = 127.0.0.0/8
+mail_location = maildir:~/Maildir
+mail_fsync = never
+mail_max_userip_connections = 1000
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+first_valid_uid = ${mail.uid}
+last_valid_uid = ${mail.uid}
+first_valid_gid = ${mail.gid}
+last_valid_gid = ${mail.gid}
+
+passdb {
+  driver = passwd-file
+  master = yes
+  pass = yes
+  args = scheme=PLAIN ${masterFile}
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN ${usersFile}
+}
+userdb {
+  driver = passwd-file
+  args = ${usersFile}
+}
+
+service imap-login {
+  inet_listener imap {
+    address = ${HOST}
+    port = ${port}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  service_count = 0
+  client_limit = 1000
+  process_min_avail = 1
+}
+service imap {
+  process_limit = 2000
+}
+service auth {
+  client_limit = 2100
+}
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+`;
+}
+
+export async function startDovecot(opts: {
+  users: DovecotUser[];
+  masterUser?: string;
+  masterPassword?: string;
+}): Promise<DovecotServer> {
+  if (process.getuid?.() !== 0) {
+    throw new Error('startDovecot must run as root: Dovecot switches mail processes to the `mail` user');
+  }
+  const separator = '*';
+  const masterUser = opts.masterUser ?? 'proxy';
+  const masterPassword = opts.masterPassword ?? `master-${randomBytes(9).toString('hex')}`;
+  checkUser({ user: masterUser, password: masterPassword }, separator);
+  for (const u of opts.users) checkUser(u, separator);
+
+  try {
+    await execFileP('dovecot', ['--version']);
+  } catch (err) {
+    throw missingBinary(err, 'dovecot', 'dovecot-imapd') ?? err;
+  }
+  const [mail, dovecotUser, dovenull] = await Promise.all([
+    getent('mail'),
+    getent('dovecot'),
+    getent('dovenull'),
+  ]);
+  if (mail === undefined || dovecotUser === undefined || dovenull === undefined) {
+    throw new Error(
+      'users mail, dovecot and dovenull must exist (install dovecot-imapd: scripts/lib/install-deps.sh)',
+    );
+  }
+
+  const dir = await mkdtemp(join(tmpdir(), 'mailgate-dovecot-'));
+  // Login (dovenull), auth (dovecot) and mail (mail) processes all need to traverse DIR.
+  await chmod(dir, 0o755);
+  const homeRoot = join(dir, 'home');
+  const usersFile = join(dir, 'users.passwd');
+  const masterFile = join(dir, 'master.passwd');
+  const logPath = join(dir, 'dovecot.log');
+  const confPath = join(dir, 'dovecot.conf');
+  const homes = new Map<string, string>();
+  let started = false;
+
+  const ensureOwnedDir = async (path: string): Promise<void> => {
+    await mkdir(path, { recursive: true, mode: 0o700 });
+    await chown(path, mail.uid, mail.gid);
+  };
+  const addUser = async (u: DovecotUser): Promise<void> => {
+    checkUser(u, separator);
+    const home = join(homeRoot, u.user);
+    await ensureOwnedDir(home);
+    homes.set(u.user, home);
+    // user:password:uid:gid:(gecos):home:(shell):extra
+    await appendFile(usersFile, `${u.user}:{PLAIN}${u.password}:${mail.uid}:${mail.gid}::${home}::\n`, {
+      mode: 0o644,
+    });
+    if (started) {
+      // The auth process stat()s the passwd-file at most once per second (last_sync_time ==
+      // ioloop_time), so a lookup in the same second as the append may not see the new user.
+      // Wait for the next second: every later lookup re-reads the changed file.
+      const writtenSecond = Math.floor(Date.now() / 1000);
+      await sleep((writtenSecond + 1) * 1000 - Date.now() + 20);
+    }
+  };
+
+  try {
+    await mkdir(homeRoot, { mode: 0o755 });
+    await chmod(homeRoot, 0o755);
+    await writeFile(usersFile, '', { mode: 0o644 });
+    await writeFile(masterFile, `${masterUser}:{PLAIN}${masterPassword}\n`, { mode: 0o644 });
+    for (const u of opts.users) await addUser(u);
+  } catch (err) {
+    await removeDir(dir);
+    throw err;
+  }
+
+  // Foreground (-F) so the master is our own child: no daemonised orphan, exit is observed and reaped.
+  const launch = async (port: number): Promise<ChildProcess> => {
+    await writeFile(confPath, dovecotConf({ dir, port, logPath, masterFile, usersFile, mail }));
+    const { child, output, spawned } = spawnServer('dovecot', ['-F', '-c', confPath], 'dovecot-imapd');
+    await spawned;
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (exited(child)) {
+        const log = await tail(logPath);
+        const why = `dovecot exited (${child.exitCode ?? child.signalCode}) while starting on port ${port}`;
+        if (/Address already in use/i.test(log + output())) throw new AddressInUse(why);
+        throw new Error(`${why}\n${output()}\n--- ${logPath} ---\n${log}`);
+      }
+      const greeting = await firstLine(port, 'a LOGOUT\r\n', 1_000);
+      if (greeting?.startsWith('* OK')) return child;
+      await sleep(POLL_MS);
+    }
+    const log = await tail(logPath);
+    await halt(child);
+    throw new Error(`dovecot on port ${port} gave no "* OK" greeting within ${START_TIMEOUT_MS} ms
+${output()}
+--- ${logPath} ---
+${log}`);
+  };
+
+  const halt = async (child: ChildProcess): Promise<void> => {
+    const masterPid = readMasterPid(dir) ?? child.pid;
+    const pids = masterPid === undefined ? [] : [masterPid, ...descendants(masterPid)];
+    if (!exited(child)) {
+      try {
+        await execFileP('doveadm', ['-c', confPath, 'stop'], { timeout: 10_000 });
+      } catch {
+        if (!exited(child)) child.kill('SIGTERM');
+      }
+    }
+    await waitGone(child, pids, 'dovecot');
+  };
+
+  let port = 0;
+  let child: ChildProcess | undefined;
+  for (let attempt = 1; child === undefined; attempt++) {
+    port = await freePort(HOST);
+    try {
+      child = await launch(port);
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 3) {
+        await removeDir(dir);
+        throw err;
+      }
+    }
+  }
+
+  started = true;
+  const readLog = (): Promise<string> => readFile(logPath, 'utf8');
+  let running: ChildProcess | undefined = child;
+
+  return {
+    host: HOST,
+    port,
+    pid: readMasterPid(dir) ?? child.pid!,
+    dir,
+    masterUser,
+    masterPassword,
+    logPath,
+    readLog,
+    async waitForLog(pattern, opts = {}) {
+      const { timeoutMs = 5_000, from = 0 } = opts;
+      const matches = (line: string): boolean =>
+        typeof pattern === 'string' ? line.includes(pattern) : pattern.test(line);
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const line = (await readLog()).slice(from).split('\n').find(matches);
+        if (line !== undefined) return line;
+        if (Date.now() >= deadline) {
+          throw new Error(`no Dovecot log line matches ${String(pattern)} within ${timeoutMs} ms
+--- ${logPath} ---
+${await tail(logPath)}`);
+        }
+        await sleep(POLL_MS);
+      }
+    },
+    addUser,
+    async deliver(user, rfc822) {
+      const home = homes.get(user);
+      if (home === undefined) throw new Error(`deliver: unknown Dovecot test user ${user}`);
+      const maildir = join(home, 'Maildir');
+      for (const sub of ['', 'cur', 'new', 'tmp']) await ensureOwnedDir(join(maildir, sub));
+      const now = Date.now();
+      const name = `${Math.floor(now / 1000)}.M${(now % 1000) * 1000}P${process.pid}Q${++deliveries}.mailgate-test`;
+      const tmpPath = join(maildir, 'tmp', name);
+      await writeFile(tmpPath, rfc822, { mode: 0o600 });
+      await chown(tmpPath, mail.uid, mail.gid);
+      await rename(tmpPath, join(maildir, 'new', name));
+    },
+    async stop() {
+      const proc = running;
+      if (proc === undefined) return;
+      running = undefined;
+      await halt(proc);
+      await removeDir(dir);
+    },
+  };
+}
+
+let deliveries = 0;
+
+function readMasterPid(dir: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(join(dir, 'run', 'master.pid'), 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
