@@ -2,10 +2,10 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
 import { encodeProxyV1, encodeProxyV2, type ProxyHeader } from '../../src/net/proxy-protocol.js';
 import { LOAD_BALANCER_IP, startTestGateway, type TestGateway } from '../support/gateway.js';
 import { RawClient } from '../support/raw-client.js';
-import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../support/servers.js';
 
 const run = promisify(execFile);
 

@@ -2,7 +2,7 @@
 import { connect, type Socket } from 'node:net';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../support/servers.js';
+import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
 
 const alice = { user: 'alice', password: 'alice-pw' };
 const bob = { user: 'bob@example.test', password: 'bob-pw' };

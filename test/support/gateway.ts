@@ -9,9 +9,9 @@ import { createOperatorService, type OperatorService } from '../../src/admin/ser
 import { PasswordHasher } from '../../src/auth/passwords.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
+import type { DovecotServer, RedisServer } from '../../src/devenv/servers.js';
 import { type Gateway, startGateway } from '../../src/main.js';
 import { createLogger } from '../../src/observability/logger.js';
-import type { DovecotServer, RedisServer } from './servers.js';
 
 /** The loopback address that tests use as a trusted PROXY-protocol peer. */
 export const LOAD_BALANCER_IP = '127.0.0.2';

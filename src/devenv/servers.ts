@@ -1,5 +1,6 @@
 /**
- * Real Redis and Dovecot servers for end-to-end tests.
+ * Real Redis and Dovecot servers, private to one process: for the end-to-end tests and for
+ * scripts/demo (dev environment code; the gateway itself never imports it).
  *
  * Each helper starts its server as a child process of the test worker, on a free loopback port,
  * inside a fresh directory under os.tmpdir(), and stops it by the PID it started (never by name).
