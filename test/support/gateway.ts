@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { createOperatorService, type OperatorService } from '../../src/admin/ser
 import { PasswordHasher } from '../../src/auth/passwords.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
+import { makeCertificate } from '../../src/devenv/cert.js';
 import type { DovecotServer, RedisServer } from '../../src/devenv/servers.js';
 import { type Gateway, startGateway } from '../../src/main.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -18,39 +18,6 @@ export const LOAD_BALANCER_IP = '127.0.0.2';
 
 /** Cheap argon2 parameters: the production ones are exercised in a few tests only. */
 export const TEST_ARGON2 = { memoryKiB: 64, iterations: 1, parallelism: 1 };
-
-/** A self-signed certificate for 127.0.0.1/localhost, made with openssl in a temp folder. */
-export function makeCertificate(dir = mkdtempSync(join(tmpdir(), 'mailgate-cert-'))): {
-  cert: string;
-  key: string;
-} {
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { cert, key };
-}
 
 /** Log lines the gateway wrote, parsed, for assertions on auth and session events. */
 export class LogCapture extends Writable {
