@@ -25,13 +25,20 @@ export function createRedis(cfg: Config['redis']): Redis {
 
 /** Connects, or throws StoreUnavailableError naming the server (never the password in the URL). */
 export async function connectRedis(redis: Redis, url: string): Promise<void> {
+  // ioredis rejects connect() with a generic "Connection is closed."; the cause is the last 'error'.
+  let cause: Error | undefined;
+  const onError = (err: Error) => {
+    cause = err;
+  };
+  redis.on('error', onError);
   try {
     await redis.connect();
   } catch (err) {
-    redis.disconnect();
-    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    redis.disconnect(false);
+    const reason = cause?.message ?? (err as Error).message;
+    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${reason}`, { cause: cause ?? err });
+  } finally {
+    redis.off('error', onError);
   }
 }
 

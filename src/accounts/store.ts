@@ -151,7 +151,7 @@ export class AccountStore {
 
   async require(name: string): Promise<Account> {
     const account = await this.get(name);
-    if (!account) throw new UsageError(`no account "${name}"`);
+    if (!account) throw new RefusedError(`no account "${name}"`);
     return account;
   }
 
@@ -198,14 +198,14 @@ export class AccountStore {
     const r = await this.#call(() =>
       this.#redis.mgIssue(this.#key(normalizeLogin(login)), hash, String(now), ifAbsent ? '1' : '0'),
     );
-    if (r === -1) throw new UsageError(`no account "${login}"`);
+    if (r === -1) throw new RefusedError(`no account "${login}"`);
     return r > 0;
   }
 
   /** Returns false when the account had no IMAP-only password. */
   async revokeImapHash(login: string): Promise<boolean> {
     const r = await this.#call(() => this.#redis.mgRevoke(this.#key(normalizeLogin(login))));
-    if (r === -1) throw new UsageError(`no account "${login}"`);
+    if (r === -1) throw new RefusedError(`no account "${login}"`);
     return r > 0;
   }
 

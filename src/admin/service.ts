@@ -3,7 +3,7 @@ import { checkPhc, generateImapPassword, type PasswordHasher } from '../auth/pas
 import type { Phase } from '../auth/policy.js';
 import { parseHostPort } from '../imap/upstream.js';
 import type { Logger } from '../observability/logger.js';
-import { UsageError } from '../util/errors.js';
+import { RefusedError, UsageError } from '../util/errors.js';
 
 /**
  * The operator operations, one function each. The CLI (and the admin API) only translate
@@ -153,7 +153,7 @@ export function createOperatorService(deps: OperatorDeps) {
       if (target.logins.length === 0) throw new UsageError('name at least one --login, or --all');
       const { changed, missing } = await accounts.setDomesticPhase(target.logins, phase);
       if (missing.length)
-        throw new UsageError(`no account ${missing.map((m) => `"${m}"`).join(', ')}; nothing changed`);
+        throw new RefusedError(`no account ${missing.map((m) => `"${m}"`).join(', ')}; nothing changed`);
       audit('rollout.domestic', { target: changed, after: phase });
       return { phase, logins: changed };
     },

@@ -71,9 +71,18 @@ export class PasswordHasher {
     );
   }
 
-  /** Throws OverloadedError when too many verifications are already waiting. */
+  /**
+   * Throws OverloadedError when too many verifications are already waiting. A password that
+   * is not valid UTF-8 makes @node-rs/argon2 throw synchronously: it matches nothing.
+   */
   verify(phc: string, password: string | Uint8Array): Promise<boolean> {
-    return this.#gate.run(() => verify(phc, password).catch(() => false));
+    return this.#gate.run(async () => {
+      try {
+        return await verify(phc, password);
+      } catch {
+        return false;
+      }
+    });
   }
 
   /**

@@ -80,7 +80,11 @@ export function buildProgram(): Command {
   const program = new Command('mailgate')
     .description('IMAP/SMTP authentication gateway: IMAP-only passwords, overseas and domestic restrictions')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate check-config --config /etc/mailgate/mailgate.yaml\n  mailgate account show alice@example.jp\n  mailgate help rollout',
+    );
 
   withCommonOptions(program.command('serve'))
     .description('run the gateway with every configured listener')
@@ -115,7 +119,13 @@ export function buildProgram(): Command {
       else process.stdout.write(`${opts.config}: OK\n${JSON.stringify(redactConfig(config), null, 2)}\n`);
     });
 
-  const account = program.command('account').description('accounts: add, show');
+  const account = program
+    .command('account')
+    .description('accounts: add, show')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate account show alice@example.jp\n  mailgate account add --help',
+    );
   withCommonOptions(account.command('add <login>'))
     .description('create an account')
     .option('--primary-password-stdin', 'read the primary (account-site) password from standard input')
@@ -179,7 +189,13 @@ export function buildProgram(): Command {
       });
     });
 
-  const imapPassword = program.command('imap-password').description('IMAP-only passwords: issue, revoke');
+  const imapPassword = program
+    .command('imap-password')
+    .description('IMAP-only passwords: issue, revoke')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate imap-password issue alice@example.jp\n  mailgate imap-password revoke alice@example.jp',
+    );
   withCommonOptions(imapPassword.command('issue <login>'))
     .description('issue a new IMAP-only password and print it once (it cannot be shown again)')
     .option('--if-absent', 'issue only if the account has none (profile installs, S5)')
@@ -209,7 +225,13 @@ export function buildProgram(): Command {
       });
     });
 
-  const rollout = program.command('rollout').description('the overseas and domestic restrictions');
+  const rollout = program
+    .command('rollout')
+    .description('the overseas and domestic restrictions')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate rollout status\n  mailgate rollout overseas warn\n  mailgate rollout domestic enforce --login alice@example.jp',
+    );
   withCommonOptions(rollout.command('status'))
     .description('show the phases in force')
     .addHelpText('after', '\nExample:\n  mailgate rollout status --json')
