@@ -36,7 +36,9 @@ export async function connectRedis(redis: Redis, url: string): Promise<void> {
   } catch (err) {
     redis.disconnect(false);
     const reason = cause?.message ?? (err as Error).message;
-    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${reason}`, { cause: cause ?? err });
+    throw new StoreUnavailableError(`Redis unreachable at ${safeUrl(url)}: ${reason}`, {
+      cause: cause ?? err,
+    });
   } finally {
     redis.off('error', onError);
   }

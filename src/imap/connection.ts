@@ -16,6 +16,9 @@ import { loginUpstream, type UpstreamSession } from './upstream.js';
  * to its mail store with back-pressure (stream.pipe both ways).
  */
 
+/** After the store closes, the client gets this long to take the last bytes. */
+const CLIENT_DRAIN_TIMEOUT_MS = 30_000;
+
 export interface ImapDeps {
   config: ImapConfig;
   authenticator: Authenticator;
@@ -223,11 +226,17 @@ class ImapConnection {
     store.pipe(client);
     const clientIn = client.bytesRead;
     const clientOut = client.bytesWritten;
-    let logged = false;
-    const end = (by: string) => {
-      if (logged) return;
-      logged = true;
-      client.destroy();
+    let closedBy: 'client' | 'upstream' | null = null;
+    // The store hung up (LOGOUT, shutdown): pipe() ends the client once the bytes already read
+    // are written, so a slow client still gets the end of its FETCH and the BYE. Destroy it
+    // only if it never drains.
+    store.once('close', () => {
+      closedBy ??= 'upstream';
+      client.end();
+      setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
+    });
+    client.once('close', () => {
+      closedBy ??= 'client';
       store.destroy();
       this.deps.log.info(
         {
@@ -238,16 +247,14 @@ class ImapConnection {
           protocol: 'imap',
           credential,
           upstream: upstream.server,
-          closedBy: by,
+          closedBy,
           bytesIn: client.bytesRead - clientIn,
           bytesOut: client.bytesWritten - clientOut,
           ms: this.deps.clock() - this.started,
         },
         'session closed',
       );
-    };
-    client.once('close', () => end('client'));
-    store.once('close', () => end('upstream'));
+    });
     client.resume();
     store.resume();
   }

@@ -16,6 +16,8 @@ import { readProxyHeader } from './proxy-protocol.js';
 
 /** A TLS handshake must finish within this, or the connection is dropped. */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** A refused connection gets this long for its BYE to leave before the socket is destroyed. */
+const REFUSED_LINGER_MS = 1_000;
 
 export interface ClientConnection {
   id: string;
@@ -173,7 +175,14 @@ export class Listener {
         'too many connections',
       );
       if (config.tls === 'implicit') socket.destroy();
-      else socket.end(this.opts.refuse('Too many connections from your address.'));
+      else {
+        socket.end(this.opts.refuse('Too many connections from your address.'));
+        // Accepted paused (pauseOnConnect), the socket would never read the client's FIN, never
+        // emit 'close', and so hold its per-IP slot (and the fd) for good. Read and drop, to see
+        // the close; and bound the wait for a client that never closes.
+        socket.resume();
+        setTimeout(() => socket.destroy(), REFUSED_LINGER_MS).unref();
+      }
       return;
     }
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -76,7 +76,8 @@ export async function startTestGateway(opts: {
   keyPrefix?: string;
   configure?: (raw: RawConfig) => void;
 }): Promise<TestGateway> {
-  const tls = makeCertificate();
+  const certDir = mkdtempSync(join(tmpdir(), 'mailgate-cert-'));
+  const tls = makeCertificate(certDir);
   const raw: RawConfig = {
     log: { level: 'info' },
     redis: { url: opts.redis.url, keyPrefix: opts.keyPrefix ?? `t${Date.now()}:` },
@@ -139,6 +140,7 @@ export async function startTestGateway(opts: {
     async close() {
       await gateway.close();
       redis.disconnect();
+      rmSync(certDir, { recursive: true, force: true });
     },
   };
 }
