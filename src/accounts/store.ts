@@ -30,8 +30,13 @@ export interface Account {
   msisdn: string | null;
   /** Domestic restriction phase set for this account (S8). */
   domesticPhase: Phase;
-  /** Bumped on every credential change, so caches and live sessions can tell stale ones. */
-  credVersion: number;
+  /**
+   * Bumped on every change of the IMAP-only password (issue, revoke), so caches and live sessions
+   * opened with an older one can tell they are stale (S4).
+   */
+  imapVersion: number;
+  /** Bumped when the primary password changes (S14). */
+  primaryVersion: number;
   createdAt: number;
 }
 
@@ -79,14 +84,14 @@ local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return -1 end
 if ARGV[3] == '1' and redis.call('HEXISTS', key, 'imapHash') == 1 then return 0 end
 redis.call('HSET', key, 'imapHash', ARGV[1], 'imapIssuedAt', ARGV[2])
-return redis.call('HINCRBY', key, 'credVersion', 1)
+return redis.call('HINCRBY', key, 'imapVersion', 1)
 `;
 
 const REVOKE_SCRIPT = `
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return -1 end
 local n = redis.call('HDEL', key, 'imapHash', 'imapIssuedAt')
-if n > 0 then redis.call('HINCRBY', key, 'credVersion', 1) end
+if n > 0 then redis.call('HINCRBY', key, 'imapVersion', 1) end
 return n
 `;
 
@@ -178,7 +183,8 @@ export class AccountStore {
       upstream: input.upstream ?? null,
       msisdn: input.msisdn ?? null,
       domesticPhase: 'off',
-      credVersion: 1,
+      imapVersion: 0,
+      primaryVersion: 0,
       createdAt: input.now,
     };
     const fields = Object.entries(serializeAccount(account)).flat();
@@ -285,7 +291,8 @@ function parseAccount(f: Map<string, string>): Account {
     upstream: f.get('upstream') || null,
     msisdn: f.get('msisdn') || null,
     domesticPhase: phase(f.get('domesticPhase')),
-    credVersion: num(f.get('credVersion')) ?? 0,
+    imapVersion: num(f.get('imapVersion')) ?? 0,
+    primaryVersion: num(f.get('primaryVersion')) ?? 0,
     createdAt: num(f.get('createdAt')) ?? 0,
   };
 }
@@ -295,7 +302,8 @@ function serializeAccount(a: Account): Record<string, string> {
     login: a.login,
     aliases: JSON.stringify(a.aliases),
     domesticPhase: a.domesticPhase,
-    credVersion: String(a.credVersion),
+    imapVersion: String(a.imapVersion),
+    primaryVersion: String(a.primaryVersion),
     createdAt: String(a.createdAt),
   };
   if (a.primaryHash) out.primaryHash = a.primaryHash;

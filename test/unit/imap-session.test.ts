@@ -60,7 +60,8 @@ const ACCOUNT: Account = {
   upstream: null,
   msisdn: null,
   domesticPhase: 'off',
-  credVersion: 1,
+  imapVersion: 1,
+  primaryVersion: 0,
   createdAt: 0,
 };
 
