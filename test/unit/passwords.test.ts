@@ -166,7 +166,7 @@ describe('PasswordHasher', () => {
     const phc = await hasher.hash('reordered');
     const reordered = phc.replace('$m=64,t=1,p=1$', '$m=64,p=1,t=1$');
     expect(reordered).not.toBe(phc);
-    expect(checkPhc(reordered)).toBe(reordered);
+    expect(checkPhc(reordered)).toBe(phc); // normalised to the standard m=,t=,p= order
     expect(await hasher.verify(reordered, 'reordered')).toBe(true);
     expect(await hasher.verify(reordered, 'other')).toBe(false);
   });
@@ -214,7 +214,7 @@ describe('checkPhc', () => {
   });
 
   it.each([
-    ['bcrypt', '$2b$10$abcdefghijklmnopqrstuuJ3Ei8Eg7oz6PBWu4T9c9k5rJ1tyc2Ty'],
+    ['bcrypt with cost 03', '$2b$03$abcdefghijklmnopqrstuuJ3Ei8Eg7oz6PBWu4T9c9k5rJ1tyc2Ty'],
     ['sha512-crypt', '$6$salt$hash'],
     ['plain text', 'hunter2'],
     ['empty', ''],
