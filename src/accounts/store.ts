@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Phase } from '../auth/policy.js';
-import { RefusedError, StoreUnavailableError, UsageError } from '../util/errors.js';
+import { NotFoundError, RefusedError, StoreUnavailableError, UsageError } from '../util/errors.js';
 
 /**
  * Accounts, aliases, IMAP-only passwords and rollout flags in Redis.
@@ -156,7 +156,7 @@ export class AccountStore {
 
   async require(name: string): Promise<Account> {
     const account = await this.get(name);
-    if (!account) throw new RefusedError(`no account "${name}"`);
+    if (!account) throw new NotFoundError(`no account "${name}"`);
     return account;
   }
 
@@ -204,14 +204,14 @@ export class AccountStore {
     const r = await this.#call(() =>
       this.#redis.mgIssue(this.#key(normalizeLogin(login)), hash, String(now), ifAbsent ? '1' : '0'),
     );
-    if (r === -1) throw new RefusedError(`no account "${login}"`);
+    if (r === -1) throw new NotFoundError(`no account "${login}"`);
     return r > 0;
   }
 
   /** Returns false when the account had no IMAP-only password. */
   async revokeImapHash(login: string): Promise<boolean> {
     const r = await this.#call(() => this.#redis.mgRevoke(this.#key(normalizeLogin(login))));
-    if (r === -1) throw new RefusedError(`no account "${login}"`);
+    if (r === -1) throw new NotFoundError(`no account "${login}"`);
     return r > 0;
   }
 

@@ -29,8 +29,15 @@ export class UsageError extends MailgateError {
 
 /** The operation was understood but refused (e.g. account already exists). */
 export class RefusedError extends MailgateError {
+  constructor(message: string, code = 'MG_REFUSED') {
+    super(code, message);
+  }
+}
+
+/** Refused because the named account (or other object) does not exist: HTTP 404, CLI exit 1. */
+export class NotFoundError extends RefusedError {
   constructor(message: string) {
-    super('MG_REFUSED', message);
+    super(message, 'MG_NOT_FOUND');
   }
 }
 
