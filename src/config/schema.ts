@@ -97,6 +97,43 @@ const passwords = z.strictObject({
   maxQueuedVerifies: z.number().int().min(0).default(1000),
 });
 
+/** Admin API tokens: long enough that guessing is hopeless even without a rate limit. */
+const adminToken = z.string().min(16, 'must be at least 16 characters');
+
+const admin = z
+  .strictObject({
+    /** Loopback by default: the API can change every account; reach it through SSH or a proxy. */
+    listen: z
+      .strictObject({ host: z.string().default('127.0.0.1'), port: port.default(8025) })
+      .default({ host: '127.0.0.1', port: 8025 }),
+    /** The token named "admin" in audit lines (actor api:admin). */
+    token: adminToken.optional(),
+    /** More tokens, each with a name that audit lines show as actor api:<name>. */
+    tokens: z
+      .array(
+        z.strictObject({
+          name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 letters, digits, ".", "_" or "-"'),
+          token: adminToken,
+        }),
+      )
+      .default([]),
+  })
+  .superRefine((a, ctx) => {
+    if (a.token === undefined && a.tokens.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['token'], message: 'is required (or give admin.tokens)' });
+    const names = new Set<string>(a.token !== undefined ? ['admin'] : []);
+    const secrets = new Set<string>(a.token !== undefined ? [a.token] : []);
+    a.tokens.forEach((t, i) => {
+      if (names.has(t.name))
+        ctx.addIssue({ code: 'custom', path: ['tokens', i, 'name'], message: `"${t.name}" is used twice` });
+      // Two names for one secret would make the audit trail name the wrong operator.
+      if (secrets.has(t.token))
+        ctx.addIssue({ code: 'custom', path: ['tokens', i, 'token'], message: 'is used twice' });
+      names.add(t.name);
+      secrets.add(t.token);
+    });
+  });
+
 export const configSchema = z.strictObject({
   log: z
     .strictObject({
@@ -119,6 +156,8 @@ export const configSchema = z.strictObject({
   imap: imap.optional(),
   geo,
   passwords: passwords.default(passwords.parse({})),
+  /** The admin HTTP API; absent: no admin listener. */
+  admin: admin.optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -127,3 +166,4 @@ export type ImapLimits = ImapConfig['limits'];
 export type ListenerConfig = z.infer<typeof listener>;
 export type UpstreamLoginConfig = z.infer<typeof upstreamLogin>;
 export type Argon2Params = z.infer<typeof argon2>;
+export type AdminConfig = NonNullable<Config['admin']>;
