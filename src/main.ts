@@ -1,6 +1,9 @@
 import type { Redis } from 'ioredis';
 import { connectRedis, createRedis } from './accounts/redis.js';
 import { AccountStore } from './accounts/store.js';
+import { RedisAuditLog } from './admin/audit.js';
+import { AdminServer } from './admin/http.js';
+import { createOperatorService } from './admin/service.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
@@ -10,6 +13,7 @@ import { CidrSet } from './net/cidr.js';
 import { Listener, TlsContext } from './net/listener.js';
 import { LogNoticeSink, type NoticeSink } from './notify/notices.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import { Metrics } from './observability/metrics.js';
 
 /**
  * The composition root: config → dependencies → listeners. Nothing below it reaches for a
@@ -20,6 +24,9 @@ import { createLogger, type Logger } from './observability/logger.js';
 export interface Gateway {
   /** Bound addresses, in the order of the config's listeners. */
   imapAddresses: Array<{ host: string; port: number; tls: string }>;
+  /** The admin API's bound address; null when the config has no admin section. */
+  adminAddress: { host: string; port: number } | null;
+  metrics: Metrics;
   redis: Redis;
   log: Logger;
   /** Re-reads the TLS certificate and the GeoIP database (SIGHUP). */
@@ -46,11 +53,14 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     maxQueued: config.passwords.maxQueuedVerifies,
   });
   const notices = overrides.notices ?? new LogNoticeSink(log);
-  const authenticator = createAuthenticator({ accounts, geo, hasher, notices, log, clock });
+  const metrics = new Metrics({ passwordQueue: () => hasher.load });
+  const authenticator = createAuthenticator({ accounts, geo, hasher, notices, log, clock, metrics });
   const trustedProxies = new CidrSet(config.proxyProtocol.trusted);
 
   const listeners: Listener[] = [];
   const imapAddresses: Gateway['imapAddresses'] = [];
+  let admin: AdminServer | null = null;
+  let adminAddress: Gateway['adminAddress'] = null;
   try {
     if (config.imap) {
       const imap = config.imap;
@@ -64,7 +74,9 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
           tls,
           log,
           refuse: (text) => `* BYE ${text}\r\n`,
-          handler: (conn) => handleImapConnection(conn, { config: imap, authenticator, tls, log, clock }),
+          handler: (conn) =>
+            handleImapConnection(conn, { config: imap, authenticator, tls, log, clock, metrics }),
+          metrics,
         });
         const addr = await listener.listen();
         listeners.push(listener);
@@ -75,6 +87,23 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
         );
       }
     }
+    if (config.admin) {
+      const audit = new RedisAuditLog(redis, config.redis.keyPrefix, log);
+      // The API's operator service shares the gateway's stores and hasher; only the actor differs.
+      const operator = { accounts, hasher, log, clock, audit };
+      const server = new AdminServer({
+        config: config.admin,
+        operatorService: (actor) => createOperatorService({ ...operator, actor }),
+        audit,
+        metrics,
+        readiness: { redis: () => redis.ping(), geo: () => geo.database },
+        log,
+      });
+      const addr = await server.listen();
+      admin = server;
+      adminAddress = { host: addr.address, port: addr.port };
+      log.info({ event: 'listen', protocol: 'admin', host: addr.address, port: addr.port }, 'listening');
+    }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
     redis.disconnect();
@@ -83,6 +112,8 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
 
   return {
     imapAddresses,
+    adminAddress,
+    metrics,
     redis,
     log,
     async reload() {
@@ -91,7 +122,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
       log.info({ event: 'reload' }, 'TLS certificate and GeoIP database reloaded');
     },
     async close() {
-      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all([...listeners.map((l) => l.close()), admin?.close()]);
       redis.disconnect();
     },
   };

@@ -326,7 +326,7 @@ export interface AdminServerDeps {
   config: AdminConfig;
   /** The operator service acting as `actor` (`api:<token name>`), for the audit trail. */
   operatorService: (actor: string) => OperatorService;
-  audit: Pick<RedisAuditLog, 'tail'>;
+  audit: Pick<RedisAuditLog, 'tail' | 'flush'>;
   metrics: Pick<Metrics, 'expose'>;
   readiness: ProbeContext['readiness'];
   log: Logger;
@@ -409,7 +409,10 @@ export class AdminServer {
         query: url.searchParams,
         audit: this.deps.audit,
       };
-      status = this.#send(res, await m.route.handle(ctx, m.params));
+      const result = await m.route.handle(ctx, m.params);
+      // The action is in the audit stream before the caller hears it is done.
+      await this.deps.audit.flush();
+      status = this.#send(res, result);
     } catch (err) {
       const e = errorResponse(err);
       status = e.status;

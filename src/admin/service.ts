@@ -4,6 +4,7 @@ import type { Phase } from '../auth/policy.js';
 import { parseHostPort } from '../imap/upstream.js';
 import type { Logger } from '../observability/logger.js';
 import { RefusedError, UsageError } from '../util/errors.js';
+import type { AuditSink } from './audit.js';
 
 /**
  * The operator operations, one function each. The CLI (and the admin API) only translate
@@ -44,14 +45,19 @@ export interface OperatorDeps {
   clock: () => number;
   /** Who is acting, for the audit line: a CLI user or an API token name. */
   actor: string;
+  /** The durable audit trail (the Redis stream, audit.ts), besides the `admin` log line. */
+  audit: AuditSink;
 }
 
 const MSISDN = /^\+[1-9]\d{6,14}$/; // E.164
 
 export function createOperatorService(deps: OperatorDeps) {
   const { accounts, hasher, log, clock, actor } = deps;
-  const audit = (action: string, fields: Record<string, unknown>) =>
+  // Never rejects; callers need not await it (the CLI and the API flush the sink before they answer).
+  const audit = (action: string, fields: Record<string, unknown>): Promise<void> => {
     log.info({ event: 'admin', actor, action, ...fields }, action);
+    return deps.audit.record({ at: clock(), actor, action, details: fields });
+  };
 
   return {
     async addAccount(input: {

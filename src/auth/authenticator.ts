@@ -2,6 +2,7 @@ import type { Account, AccountStore } from '../accounts/store.js';
 import type { GeoAnswer } from '../geo/geo.js';
 import type { NoticeSink } from '../notify/notices.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
 import { OverloadedError } from '../util/semaphore.js';
 import type { PasswordHasher } from './passwords.js';
@@ -48,6 +49,7 @@ export interface AuthenticatorDeps {
   notices: NoticeSink;
   log: Logger;
   clock: () => number;
+  metrics?: Pick<GatewayMetrics, 'auth'>;
 }
 
 const PHASE_RANK: Record<Phase, number> = { off: 0, warn: 1, enforce: 2 };
@@ -110,6 +112,8 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       };
       const decision = decide(facts);
       const ms = clock() - started;
+      const why = decision.kind === 'allow' ? decision.credential : decision.reason;
+      deps.metrics?.auth(req.protocol, decision.kind, why, 'none', ms);
       if (account) {
         for (const notice of decision.notices) {
           notices.queue({
@@ -148,6 +152,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     } catch (err) {
       const reason: TempFailReason = err instanceof OverloadedError ? 'overloaded' : 'store-unavailable';
       const ms = clock() - started;
+      deps.metrics?.auth(req.protocol, 'tempfail', reason, 'none', ms);
       if (!(err instanceof MailgateError))
         log.error({ event: 'error', session: req.sessionId, err }, 'authentication failed');
       log.warn(

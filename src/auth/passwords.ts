@@ -110,6 +110,11 @@ export class PasswordHasher {
     this.#gate = new Semaphore('password verification', limits.maxConcurrent, limits.maxQueued);
   }
 
+  /** Hash operations running and waiting now, for the metrics. */
+  get load(): { active: number; queued: number } {
+    return { active: this.#gate.active, queued: this.#gate.queued };
+  }
+
   hash(password: string | Uint8Array): Promise<string> {
     return this.#gate.run(() =>
       hash(password, {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { connectRedis, createRedis } from '../accounts/redis.js';
 import { AccountStore } from '../accounts/store.js';
+import { type AuditEntry, formatAuditLine, RedisAuditLog } from '../admin/audit.js';
 import { createOperatorService, type OperatorService } from '../admin/service.js';
 import { PasswordHasher } from '../auth/passwords.js';
 import type { Phase } from '../auth/policy.js';
@@ -48,16 +49,19 @@ async function withService<T>(
   // Operator actions are audited on stderr so that stdout stays the command's result.
   const log = createLogger(config.log.level === 'silent' ? 'silent' : 'info', process.stderr);
   const hasher = new PasswordHasher(config.passwords.argon2, { maxConcurrent: 2, maxQueued: 100 });
+  const audit = new RedisAuditLog(redis, config.redis.keyPrefix, log);
   const svc = createOperatorService({
     accounts: new AccountStore(redis, config.redis.keyPrefix),
     hasher,
     log,
     clock: Date.now,
     actor: `cli:${process.env.SUDO_USER ?? process.env.USER ?? 'unknown'}`,
+    audit,
   });
   try {
     return await fn(svc, new Output(Boolean(opts.json)), config);
   } finally {
+    await audit.flush();
     redis.disconnect();
   }
 }
@@ -277,6 +281,47 @@ export function buildProgram(): Command {
           `domestic restriction ${r.phase} for ${r.logins === 'all' ? 'every account' : r.logins.join(', ')}`,
         );
       });
+    });
+
+  const audit = program
+    .command('audit')
+    .description('the audit trail: every operator action, from the CLI and the admin API')
+    .addHelpText('after', '\nExamples:\n  mailgate audit tail -n 50\n  mailgate audit tail --follow');
+  withCommonOptions(audit.command('tail'))
+    .description('print the latest operator actions, oldest first: time, actor, action, details')
+    .option('-n, --lines <n>', 'how many entries', '20')
+    .option('-f, --follow', 'then keep printing new entries until Ctrl-C')
+    .addHelpText('after', '\nExamples:\n  mailgate audit tail -n 100 --json\n  mailgate audit tail --follow')
+    .action(async (opts: GlobalOpts & { lines: string; follow?: boolean }) => {
+      if (!/^\d{1,9}$/.test(opts.lines)) throw new UsageError(`-n must be a number, not "${opts.lines}"`);
+      const config = loadConfig(opts.config);
+      const redis = createRedis(config.redis);
+      await connectRedis(redis, config.redis.url);
+      const log = createLogger(config.log.level === 'silent' ? 'silent' : 'info', process.stderr);
+      const trail = new RedisAuditLog(redis, config.redis.keyPrefix, log);
+      const print = (e: AuditEntry) =>
+        process.stdout.write(opts.json ? `${JSON.stringify(e)}\n` : `${formatAuditLine(e)}\n`);
+      const stop = new AbortController();
+      const onSignal = () => {
+        stop.abort();
+        redis.disconnect(); // ends the XREAD that is blocking now
+      };
+      try {
+        const entries = await trail.tail(Number(opts.lines));
+        for (const e of entries) print(e);
+        if (!opts.follow) return;
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        // Each XREAD blocks for less than the command timeout, which would otherwise cut it off.
+        const blockMs = Math.max(1, Math.min(5_000, Math.floor(config.redis.commandTimeoutMs / 2)));
+        for await (const e of trail.follow(entries.at(-1)?.id ?? '$', { signal: stop.signal, blockMs })) {
+          print(e);
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        redis.disconnect();
+      }
     });
 
   return program;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { AccountStore } from '../accounts/store.js';
+import { RedisAuditLog } from '../admin/audit.js';
 import { createOperatorService } from '../admin/service.js';
 import { PasswordHasher } from '../auth/passwords.js';
 import { loadConfig } from '../config/load.js';
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
     log,
     clock: Date.now,
     actor: 'demo',
+    audit: new RedisAuditLog(gateway.redis, config.redis.keyPrefix, log),
   });
   await ops.addAccount({
     login: 'taro@example.jp',

@@ -4,6 +4,7 @@ import type { ImapConfig } from '../config/schema.js';
 import type { ClientConnection, TlsContext } from '../net/listener.js';
 import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
 import { ImapCommandReader, type ReaderEvent } from './parser.js';
 import { TEMP_FAILED } from './replies.js';
@@ -25,6 +26,7 @@ export interface ImapDeps {
   tls: TlsContext;
   log: Logger;
   clock: () => number;
+  metrics?: Pick<GatewayMetrics, 'sessionOpened' | 'sessionClosed' | 'upstreamError' | 'connectionRefused'>;
 }
 
 export function handleImapConnection(conn: ClientConnection, deps: ImapDeps): void {
@@ -94,6 +96,7 @@ class ImapConnection {
           },
           'PROXY header from a peer not in proxyProtocol.trusted',
         );
+        this.deps.metrics?.connectionRefused('imap', 'untrusted-proxy-header');
         this.#run([
           { type: 'send', line: '* BYE PROXY protocol header not accepted from this address.' },
           { type: 'close', reason: 'untrusted-proxy-header' },
@@ -200,6 +203,7 @@ class ImapConnection {
         },
         'upstream login failed',
       );
+      this.deps.metrics?.upstreamError('imap', code);
       this.socket.write(`${tag} ${TEMP_FAILED}\r\n`);
       this.#finish('upstream-failed');
       return;
@@ -218,6 +222,7 @@ class ImapConnection {
     this.#detach(client);
     this.#closed = true; // the IMAP session is over; from here on the streams carry the bytes
     client.write(`${tag} OK [CAPABILITY ${upstream.capabilities}] Logged in\r\n`);
+    this.deps.metrics?.sessionOpened('imap');
     // Commands the client pipelined after its LOGIN go to the store first, in order (SPEC 3.4).
     const pipelined = this.reader.takeBuffered();
     if (pipelined.length) store.write(pipelined);
@@ -238,6 +243,7 @@ class ImapConnection {
     client.once('close', () => {
       closedBy ??= 'client';
       store.destroy();
+      this.deps.metrics?.sessionClosed('imap');
       this.deps.log.info(
         {
           event: 'session',

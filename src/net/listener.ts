@@ -4,6 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { ConfigError, type MailgateError } from '../util/errors.js';
 import { type CidrSet, normalizeIp } from './cidr.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -103,6 +104,7 @@ export interface ListenerOptions {
   /** Said to a connection refused before the protocol starts (too many connections, bad PROXY header). */
   refuse: (reason: string) => string;
   handler: ConnectionHandler;
+  metrics?: Pick<GatewayMetrics, 'connectionRefused'>;
 }
 
 export class Listener {
@@ -158,6 +160,7 @@ export class Listener {
         },
         (err as Error).message,
       );
+      this.opts.metrics?.connectionRefused(this.opts.protocol, (err as MailgateError).code ?? 'error');
       socket.destroy();
       return;
     }
@@ -174,6 +177,7 @@ export class Listener {
         { event: 'connection', session: id, ip: clientIp, result: 'refused', reason: 'per-ip-limit' },
         'too many connections',
       );
+      this.opts.metrics?.connectionRefused(this.opts.protocol, 'per-ip-limit');
       if (config.tls === 'implicit') socket.destroy();
       else {
         socket.end(this.opts.refuse('Too many connections from your address.'));
@@ -197,6 +201,7 @@ export class Listener {
           { event: 'connection', session: id, ip: clientIp, result: 'refused', reason: 'tls' },
           (err as Error).message,
         );
+        this.opts.metrics?.connectionRefused(this.opts.protocol, 'tls');
         socket.destroy();
         return;
       }

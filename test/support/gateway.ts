@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { AccountStore } from '../../src/accounts/store.js';
+import { RedisAuditLog } from '../../src/admin/audit.js';
 import { createOperatorService, type OperatorService } from '../../src/admin/service.js';
 import { PasswordHasher } from '../../src/auth/passwords.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -125,6 +126,7 @@ export async function startTestGateway(opts: {
     log,
     clock: Date.now,
     actor: 'test',
+    audit: new RedisAuditLog(redis, config.redis.keyPrefix, log),
   });
   return {
     gateway,
