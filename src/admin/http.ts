@@ -346,7 +346,13 @@ export class AdminServer {
         requestTimeout: REQUEST_TIMEOUT_MS,
         keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
       },
-      (req, res) => void this.#serve(req, res),
+      (req, res) => {
+        this.#serve(req, res).catch((err: unknown) => {
+          // #serve answers every error itself; this is the last guard against a crashed process.
+          this.deps.log.error({ event: 'http', err }, 'admin request handler failed');
+          res.destroy();
+        });
+      },
     );
   }
 
@@ -371,6 +377,8 @@ export class AdminServer {
   async #serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const started = performance.now();
     const method = req.method ?? 'GET';
+    // Read now: once a 413 has closed the connection, req.socket is gone.
+    const ip = req.socket?.remoteAddress ?? null;
     let path = '/';
     let actor: string | null = null;
     let status = 500;
@@ -431,7 +439,7 @@ export class AdminServer {
         path,
         actor,
         status,
-        ip: req.socket.remoteAddress,
+        ip,
         ms: Math.round((performance.now() - started) * 10) / 10,
       };
       if (status === 401) this.deps.log.warn(line, 'admin request refused');
@@ -462,10 +470,16 @@ async function readJson(req: http.IncomingMessage, max: number): Promise<unknown
   if (declared > max) throw new HttpError(413, 'MG_TOO_LARGE', `request body larger than ${max} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) throw new HttpError(413, 'MG_TOO_LARGE', `request body larger than ${max} bytes`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > max) throw new HttpError(413, 'MG_TOO_LARGE', `request body larger than ${max} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    // The client went away mid-body: nobody will read the answer, and it is no server fault.
+    throw new HttpError(400, 'MG_BAD_REQUEST', `request body not received: ${(err as Error).message}`);
   }
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') return {};

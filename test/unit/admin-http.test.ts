@@ -1,7 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { scrubDetails } from '../../src/admin/audit.js';
 import {
+  AdminServer,
   API_ROUTES,
   adminTokens,
   bearerToken,
@@ -13,6 +15,7 @@ import {
   router,
   TokenVerifier,
 } from '../../src/admin/http.js';
+import type { OperatorService } from '../../src/admin/service.js';
 import { parseConfig } from '../../src/config/load.js';
 import {
   ConfigError,
@@ -300,5 +303,109 @@ describe('scrubDetails (audit)', () => {
       imapPassword: true,
       issued: true,
     });
+  });
+});
+
+describe('AdminServer (fake service, no Redis)', () => {
+  const actors: string[] = [];
+  let fail: Error | null = null;
+  const fakeOps = (actor: string) =>
+    ({
+      async showAccount(login: string) {
+        actors.push(actor);
+        if (fail) throw fail;
+        return { login };
+      },
+    }) as unknown as OperatorService;
+  const logs: Array<Record<string, unknown>> = [];
+  const server = new AdminServer({
+    config: {
+      listen: { host: '127.0.0.1', port: 0 },
+      token: ALICE_TOKEN,
+      tokens: [{ name: 'deploy-bot', token: BOT_TOKEN }],
+    },
+    operatorService: fakeOps,
+    audit: { tail: async () => [], flush: async () => {} },
+    metrics: { expose: async () => ({ contentType: 'text/plain', body: 'm 1\n' }) },
+    readiness: { slow: () => new Promise(() => {}), ok: () => 1 },
+    log: pino({ level: 'debug' }, { write: (l: string) => logs.push(JSON.parse(l)) }),
+  });
+  let base = '';
+
+  beforeAll(async () => {
+    const addr = await server.listen();
+    base = `http://127.0.0.1:${addr.port}`;
+  });
+  afterAll(() => server.close());
+
+  const get = (path: string, token: string | null = ALICE_TOKEN, init: RequestInit = {}) =>
+    fetch(`${base}${path}`, {
+      ...init,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...init.headers },
+    });
+
+  it('the service acts as api:<token name>', async () => {
+    actors.length = 0;
+    expect((await get('/v1/accounts/a')).status).toBe(200);
+    expect((await get('/v1/accounts/b', BOT_TOKEN)).status).toBe(200);
+    expect(actors).toEqual(['api:admin', 'api:deploy-bot']);
+  });
+
+  it('a chunked body over the limit (no Content-Length) is a 413', async () => {
+    const big = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < 40; i++) c.enqueue(new Uint8Array(64 * 1024));
+        c.close();
+      },
+    });
+    const r = await get('/v1/accounts', ALICE_TOKEN, {
+      method: 'POST',
+      body: big,
+      duplex: 'half',
+    }).catch((err: Error) => err);
+    if (r instanceof Error) throw r;
+    expect(r.status).toBe(413);
+    expect(r.headers.get('connection')).toBe('close');
+  });
+
+  it('HEAD and OPTIONS on a GET route are 405 with Allow', async () => {
+    const r = await get('/v1/accounts/a', ALICE_TOKEN, { method: 'OPTIONS' });
+    expect(r.status).toBe(405);
+    expect(r.headers.get('allow')).toBe('GET');
+  });
+
+  it('an unexpected error is a 500 that tells nothing; the log has it', async () => {
+    fail = new Error('ENOENT /srv/secret/state.db');
+    try {
+      const r = await get('/v1/accounts/a');
+      expect(r.status).toBe(500);
+      const text = await r.text();
+      expect(text).not.toContain('secret');
+      expect(JSON.parse(text)).toEqual({
+        error: { code: 'MG_INTERNAL', message: 'internal error; see the gateway log' },
+      });
+      expect(logs.some((l) => l.event === 'http' && l.level === 50)).toBe(true);
+    } finally {
+      fail = null;
+    }
+  });
+
+  it('a readiness check that never answers fails after its timeout, the others still report', async () => {
+    const started = Date.now();
+    const r = await get('/readyz', null);
+    expect(r.status).toBe(503);
+    expect(await r.json()).toEqual({
+      status: 'unavailable',
+      checks: { slow: 'failed: no answer within 2000 ms', ok: 'ok' },
+    });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('/metrics needs no token; request lines never carry the token', async () => {
+    const r = await get('/metrics', null);
+    expect(r.status).toBe(200);
+    expect(await r.text()).toBe('m 1\n');
+    expect(JSON.stringify(logs)).not.toContain(ALICE_TOKEN);
+    expect(JSON.stringify(logs)).not.toContain(BOT_TOKEN);
   });
 });
