@@ -63,7 +63,7 @@ export function checkPasswordHash(hash: string): string {
       return normalizeArgon2(hash);
     case 'bcrypt':
       if (!BCRYPT.test(hash))
-        throw new BadHashError('malformed bcrypt hash ($2b$, cost 04-31, 53 characters)');
+        throw new BadHashError('malformed bcrypt hash (version 2a, 2b or 2y, cost 04-31, 60 characters)');
       return hash;
     case null:
       throw new BadHashError(
