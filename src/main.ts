@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import { watchCredentials } from './accounts/events.js';
+import { LockoutStore } from './accounts/lockout-store.js';
 import { connectRedis, createRedis } from './accounts/redis.js';
 import { AccountStore } from './accounts/store.js';
 import { RedisAuditLog } from './admin/audit.js';
@@ -11,9 +13,12 @@ import { Geo } from './geo/geo.js';
 import { handleImapConnection } from './imap/connection.js';
 import { CidrSet } from './net/cidr.js';
 import { Listener, TlsContext } from './net/listener.js';
+import { SessionRegistry } from './net/session-registry.js';
 import { LogNoticeSink, type NoticeSink } from './notify/notices.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { RolloutStore } from './rollout/store.js';
+import { SmtpFront } from './smtp/front.js';
 
 /**
  * The composition root: config → dependencies → listeners. Nothing below it reaches for a
@@ -22,13 +27,19 @@ import { Metrics } from './observability/metrics.js';
  */
 
 export interface Gateway {
+  /** Sessions joined to a mail store in this process. */
+  sessions: SessionRegistry;
   /** Bound addresses, in the order of the config's listeners. */
   imapAddresses: Array<{ host: string; port: number; tls: string }>;
   /** The admin API's bound address; null when the config has no admin section. */
   adminAddress: { host: string; port: number } | null;
   metrics: Metrics;
+  /** Bound SMTP submission addresses, in the order of smtp.listen. */
+  smtpAddresses: Array<{ host: string; port: number; tls: string }>;
   redis: Redis;
   log: Logger;
+  /** Compares live sessions with the stored credential versions now; returns how many it ended. */
+  credentialSweep(): Promise<number>;
   /** Re-reads the TLS certificate and the GeoIP database (SIGHUP). */
   reload(): Promise<void>;
   close(): Promise<void>;
@@ -54,13 +65,33 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
   });
   const notices = overrides.notices ?? new LogNoticeSink(log);
   const metrics = new Metrics({ passwordQueue: () => hasher.load });
-  const authenticator = createAuthenticator({ accounts, geo, hasher, notices, log, clock, metrics });
+  const authenticator = createAuthenticator({
+    accounts,
+    lockout: new LockoutStore(redis, config.redis.keyPrefix, config.lockout),
+    lockoutConfig: config.lockout,
+    rollout: new RolloutStore(redis, config.redis.keyPrefix),
+    geo,
+    hasher,
+    notices,
+    log,
+    clock,
+    metrics,
+  });
   const trustedProxies = new CidrSet(config.proxyProtocol.trusted);
+  const sessions = new SessionRegistry();
+  const credentials = await watchCredentials({
+    redis,
+    prefix: config.redis.keyPrefix,
+    registry: sessions,
+    log,
+  });
 
   const listeners: Listener[] = [];
   const imapAddresses: Gateway['imapAddresses'] = [];
+  const smtpAddresses: Gateway['smtpAddresses'] = [];
   let admin: AdminServer | null = null;
   let adminAddress: Gateway['adminAddress'] = null;
+  const smtp = config.smtp ? new SmtpFront({ config: config.smtp, authenticator, tls, log, clock }) : null;
   try {
     if (config.imap) {
       const imap = config.imap;
@@ -75,7 +106,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
           log,
           refuse: (text) => `* BYE ${text}\r\n`,
           handler: (conn) =>
-            handleImapConnection(conn, { config: imap, authenticator, tls, log, clock, metrics }),
+            handleImapConnection(conn, { config: imap, authenticator, tls, log, clock, sessions, metrics }),
           metrics,
         });
         const addr = await listener.listen();
@@ -87,10 +118,39 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
         );
       }
     }
+    for (const l of config.smtp?.listen ?? []) {
+      const listener = new Listener({
+        protocol: 'smtp',
+        config: l,
+        trustedProxies,
+        proxyTimeoutMs: config.proxyProtocol.timeoutMs,
+        maxConnectionsPerIp: config.smtp!.limits.maxConnectionsPerIp,
+        tls,
+        log,
+        refuse: (text) => `421 4.7.0 ${text}\r\n`,
+        handler: (conn) => smtp!.handle(conn),
+        metrics,
+      });
+      const addr = await listener.listen();
+      listeners.push(listener);
+      smtpAddresses.push({ host: addr.address, port: addr.port, tls: l.tls });
+      log.info(
+        { event: 'listen', protocol: 'smtp', host: addr.address, port: addr.port, tls: l.tls },
+        'listening',
+      );
+    }
     if (config.admin) {
       const audit = new RedisAuditLog(redis, config.redis.keyPrefix, log);
       // The API's operator service shares the gateway's stores and hasher; only the actor differs.
-      const operator = { accounts, hasher, log, clock, audit };
+      const operator = {
+        accounts,
+        rollout: new RolloutStore(redis, config.redis.keyPrefix),
+        lockout: new LockoutStore(redis, config.redis.keyPrefix, config.lockout),
+        hasher,
+        log,
+        clock,
+        audit,
+      };
       const server = new AdminServer({
         config: config.admin,
         operatorService: (actor) => createOperatorService({ ...operator, actor }),
@@ -105,24 +165,29 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
       log.info({ event: 'listen', protocol: 'admin', host: addr.address, port: addr.port }, 'listening');
     }
   } catch (err) {
+    await credentials.stop();
     await Promise.all(listeners.map((l) => l.close()));
     redis.disconnect();
     throw err;
   }
 
   return {
+    sessions,
     imapAddresses,
+    smtpAddresses,
     adminAddress,
     metrics,
     redis,
     log,
+    credentialSweep: () => credentials.sweep(),
     async reload() {
       tls.reload();
       await geo.reload();
       log.info({ event: 'reload' }, 'TLS certificate and GeoIP database reloaded');
     },
     async close() {
-      await Promise.all([...listeners.map((l) => l.close()), admin?.close()]);
+      await credentials.stop();
+      await Promise.all([...listeners.map((l) => l.close()), smtp?.close(), admin?.close()]);
       redis.disconnect();
     },
   };

@@ -334,6 +334,10 @@ export interface AdminServerDeps {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+}
+
 export class AdminServer {
   readonly server: http.Server;
   readonly #tokens: TokenVerifier;
@@ -362,7 +366,14 @@ export class AdminServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
+        const addr = this.server.address() as AddressInfo;
+        if (!isLoopback(addr.address)) {
+          this.deps.log.warn(
+            { event: 'listen', protocol: 'admin', host: addr.address, port: addr.port },
+            'admin API on a non-loopback address: /metrics, /healthz and /readyz answer without a token, and the API is plain HTTP',
+          );
+        }
+        resolve(addr);
       });
     });
   }

@@ -1,10 +1,28 @@
-import type { Account, AccountStore, RolloutState } from '../accounts/store.js';
-import { checkPhc, generateImapPassword, type PasswordHasher } from '../auth/passwords.js';
+import type { Redis } from 'ioredis';
+import {
+  type ImportFormat,
+  type ImportProgress,
+  type ImportSummary,
+  importAccounts as runImport,
+} from '../accounts/import.js';
+import { LockoutStore } from '../accounts/lockout-store.js';
+import { type Account, AccountStore, checkLoginName } from '../accounts/store.js';
+import { checkPasswordHash, checkPhc, generateImapPassword, PasswordHasher } from '../auth/passwords.js';
 import type { Phase } from '../auth/policy.js';
+import type { Config } from '../config/schema.js';
 import { parseHostPort } from '../imap/upstream.js';
 import type { Logger } from '../observability/logger.js';
+import {
+  bucketOf,
+  type Cohort,
+  domesticPhase,
+  overseasPhase,
+  type Rule,
+  type Wave,
+} from '../rollout/engine.js';
+import { type RestrictionStats, RolloutStore } from '../rollout/store.js';
 import { RefusedError, UsageError } from '../util/errors.js';
-import type { AuditSink } from './audit.js';
+import { type AuditSink, RedisAuditLog } from './audit.js';
 
 /**
  * The operator operations, one function each. The CLI (and the admin API) only translate
@@ -20,7 +38,9 @@ export interface AccountView {
   upstream: string | null;
   primaryPassword: boolean;
   imapPassword: { issuedAt: string } | null;
-  domesticPhase: Phase;
+  /** The explicit domestic rule set for this account (waves are shown by rollout status). */
+  domestic: { phase: Phase; from: string } | null;
+  exemptUntil: string | null;
   createdAt: string;
 }
 
@@ -33,13 +53,16 @@ export function viewAccount(a: Account): AccountView {
     upstream: a.upstream,
     primaryPassword: a.primaryHash !== null,
     imapPassword: a.imapHash ? { issuedAt: new Date(a.imapIssuedAt ?? 0).toISOString() } : null,
-    domesticPhase: a.domesticPhase,
+    domestic: a.domestic ? { phase: a.domestic.phase, from: new Date(a.domestic.at).toISOString() } : null,
+    exemptUntil: a.exemptUntil ? new Date(a.exemptUntil).toISOString() : null,
     createdAt: new Date(a.createdAt).toISOString(),
   };
 }
 
 export interface OperatorDeps {
   accounts: AccountStore;
+  rollout: RolloutStore;
+  lockout: Pick<LockoutStore, 'unlock'>;
   hasher: Pick<PasswordHasher, 'hash'>;
   log: Logger;
   clock: () => number;
@@ -52,7 +75,7 @@ export interface OperatorDeps {
 const MSISDN = /^\+[1-9]\d{6,14}$/; // E.164
 
 export function createOperatorService(deps: OperatorDeps) {
-  const { accounts, hasher, log, clock, actor } = deps;
+  const { accounts, rollout, lockout, hasher, log, clock, actor } = deps;
   // Never rejects; callers need not await it (the CLI and the API flush the sink before they answer).
   const audit = (action: string, fields: Record<string, unknown>): Promise<void> => {
     log.info({ event: 'admin', actor, action, ...fields }, action);
@@ -139,36 +162,244 @@ export function createOperatorService(deps: OperatorDeps) {
       return { login: account.login, revoked };
     },
 
-    async setOverseasPhase(phase: Phase): Promise<RolloutState> {
-      const before = await accounts.getRollout();
-      const after = await accounts.setRollout({ overseas: phase });
-      audit('rollout.overseas', { before: before.overseas, after: after.overseas });
-      return after;
+    /**
+     * `account import`: JSON lines or CSV, idempotent (see accounts/import.ts for what a line
+     * means). One audit line for the whole file, with the counts.
+     */
+    async importAccounts(
+      source: AsyncIterable<Buffer | string>,
+      opts: { name: string | null; format?: ImportFormat; onProgress?: (p: ImportProgress) => void },
+    ): Promise<ImportSummary> {
+      const s = await runImport(accounts, source, { ...opts, clock });
+      const { format, lines, created, updated, unchanged, rejected } = s;
+      audit('account.import', {
+        file: opts.name ?? '-',
+        format,
+        lines,
+        created,
+        updated,
+        unchanged,
+        rejected,
+      });
+      return s;
     },
 
-    async setDomesticPhase(
-      target: { logins: string[] } | { all: true },
-      phase: Phase,
-    ): Promise<{ phase: Phase; logins: string[] | 'all' }> {
-      if ('all' in target) {
-        const before = await accounts.getRollout();
-        await accounts.setRollout({ domesticAll: phase });
-        audit('rollout.domestic', { target: 'all', before: before.domesticAll, after: phase });
-        return { phase, logins: 'all' };
+    /** Removes an account, frees its aliases, and ends its sessions. Takes the login, not an alias. */
+    async removeAccount(login: string): Promise<{ login: string; aliases: string[] }> {
+      const r = await accounts.remove(checkLoginName(login));
+      audit('account.remove', { login: r.login, before: { aliases: r.aliases } });
+      return r;
+    },
+
+    /**
+     * S14: the account site changed the primary password. The gateway accepts the new one
+     * from the next login; primaryVersion is bumped so that sessions opened with the old one
+     * end. Giving the stored hash again changes nothing.
+     */
+    async setPrimary(
+      login: string,
+      input: { password: string } | { hash: string },
+    ): Promise<{ login: string; changed: boolean; primaryVersion: number | null }> {
+      let hash: string | null = null;
+      if ('hash' in input) {
+        try {
+          hash = checkPasswordHash(input.hash);
+        } catch (err) {
+          throw new UsageError(`primary hash: ${(err as Error).message}`);
+        }
+      } else if (input.password.length === 0) {
+        throw new UsageError('the primary password is empty');
       }
-      if (target.logins.length === 0) throw new UsageError('name at least one --login, or --all');
-      const { changed, missing } = await accounts.setDomesticPhase(target.logins, phase);
-      if (missing.length)
-        throw new RefusedError(`no account ${missing.map((m) => `"${m}"`).join(', ')}; nothing changed`);
-      audit('rollout.domestic', { target: changed, after: phase });
-      return { phase, logins: changed };
+      const account = await accounts.require(login);
+      hash ??= await hasher.hash((input as { password: string }).password);
+      const version = await accounts.setPrimaryHash(account.login, hash);
+      audit('account.set-primary', {
+        login: account.login,
+        changed: version !== null,
+        before: { primaryVersion: account.primaryVersion },
+        after: { primaryVersion: version ?? account.primaryVersion },
+      });
+      return {
+        login: account.login,
+        changed: version !== null,
+        primaryVersion: version ?? account.primaryVersion,
+      };
     },
 
-    async rolloutStatus(): Promise<RolloutState & { accounts: number }> {
-      const [state, count] = await Promise.all([accounts.getRollout(), accounts.countAccounts()]);
-      return { ...state, accounts: count };
+    /** S7. `at`: when the phase starts (epoch ms); now when omitted. */
+    async setOverseasPhase(phase: Phase, at?: number): Promise<{ rule: Rule; phaseNow: Phase }> {
+      const now = clock();
+      const before = overseasPhase(await rollout.getDoc(), now);
+      const rule = await rollout.addOverseasRule(phase, at ?? now, now);
+      const phaseNow = overseasPhase(await rollout.getDoc(), now);
+      audit('rollout.overseas', {
+        phase,
+        at: new Date(rule.at).toISOString(),
+        seq: rule.seq,
+        before,
+        after: phaseNow,
+      });
+      return { rule, phaseNow };
+    },
+
+    /**
+     * S8, customer by customer: explicit logins (--login, --users FILE), a stable percentage
+     * of all accounts (--percent), or every account (--all). The most recent command wins.
+     */
+    async setDomesticPhase(
+      target: { logins: string[] } | { percent: number } | { all: true },
+      phase: Phase,
+      at?: number,
+    ): Promise<{ phase: Phase; at: string; seq: number; logins?: string[]; percent?: number }> {
+      const now = clock();
+      const start = at ?? now;
+      if ('logins' in target) {
+        if (target.logins.length === 0) throw new UsageError('name at least one login');
+        const rule: Rule = { phase, at: start, seq: await rollout.nextSeq() };
+        const { changed, missing } = await accounts.setDomesticRule(target.logins, rule);
+        if (missing.length) {
+          const shown = missing
+            .slice(0, 5)
+            .map((m) => `"${m}"`)
+            .join(', ');
+          throw new RefusedError(
+            `no account ${shown}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}; nothing changed`,
+          );
+        }
+        audit('rollout.domestic', {
+          phase,
+          at: new Date(start).toISOString(),
+          seq: rule.seq,
+          logins: changed.length <= 20 ? changed : changed.length,
+        });
+        return { phase, at: new Date(start).toISOString(), seq: rule.seq, logins: changed };
+      }
+      const percent = 'all' in target ? 100 : target.percent;
+      if (
+        !Number.isFinite(percent) ||
+        percent <= 0 ||
+        percent > 100 ||
+        Math.round(percent * 100) !== percent * 100
+      ) {
+        throw new UsageError(
+          `percent must be a number above 0 and at most 100, in steps of 0.01, not "${percent}"`,
+        );
+      }
+      const wave: Wave = await rollout.addDomesticWave(percent, phase, start, now);
+      audit('rollout.domestic', { phase, at: new Date(start).toISOString(), seq: wave.seq, percent });
+      return { phase, at: new Date(start).toISOString(), seq: wave.seq, percent };
+    },
+
+    /** Lifts both restrictions for one account until a time (a travelling subscriber). */
+    async exempt(login: string, until: number): Promise<{ login: string; until: string | null }> {
+      const account = await accounts.require(login);
+      if (until !== 0 && until <= clock()) throw new UsageError('--until must be in the future');
+      await accounts.setExemptUntil(account.login, until);
+      const shown = until ? new Date(until).toISOString() : null;
+      audit('rollout.exempt', {
+        login: account.login,
+        before: account.exemptUntil ? new Date(account.exemptUntil).toISOString() : null,
+        after: shown,
+      });
+      return { login: account.login, until: shown };
+    },
+
+    async unlock(login: string): Promise<{ login: string; cleared: number }> {
+      const r = await lockout.unlock(login);
+      audit('unlock', r);
+      return r;
+    },
+
+    /**
+     * Rules in force and scheduled, accounts per domestic phase and cohort (with how many
+     * lack an IMAP-only password, i.e. would be refused), and refusals in the last hour/day.
+     * Counting walks every account: seconds for a million.
+     */
+    async rolloutStatus(): Promise<RolloutStatus> {
+      const now = clock();
+      const doc = await rollout.getDoc();
+      const cohorts = new Map<string, CohortCount>();
+      let total = 0;
+      let withoutImap = 0;
+      await accounts.forEachAccount((a) => {
+        total++;
+        if (!a.imapHash) withoutImap++;
+        const d =
+          a.exemptUntil && a.exemptUntil > now
+            ? { phase: 'off' as const, cohort: 'exempt' as const }
+            : domesticPhase(doc, { bucket: bucketOf(a.login), explicit: a.domestic }, now);
+        if (d.phase === 'off' && d.cohort !== 'exempt') return;
+        const key = `${d.phase}|${d.cohort}`;
+        const c = cohorts.get(key) ?? {
+          phase: d.phase,
+          cohort: d.cohort,
+          accounts: 0,
+          withoutImapPassword: 0,
+        };
+        c.accounts++;
+        if (!a.imapHash) c.withoutImapPassword++;
+        cohorts.set(key, c);
+      });
+      return {
+        now: new Date(now).toISOString(),
+        overseas: {
+          phase: overseasPhase(doc, now),
+          scheduled: doc.overseas
+            .filter((r) => r.at > now)
+            .map((r) => ({ phase: r.phase, at: new Date(r.at).toISOString() })),
+        },
+        domesticWaves: doc.domestic.map((w) => ({
+          percent: w.percent,
+          phase: w.phase,
+          at: new Date(w.at).toISOString(),
+          active: w.at <= now,
+        })),
+        accounts: total,
+        accountsWithoutImapPassword: withoutImap,
+        domesticCohorts: [...cohorts.values()].sort((a, b) => a.cohort.localeCompare(b.cohort)),
+        refusals: await rollout.stats(now),
+      };
     },
   };
 }
 
 export type OperatorService = ReturnType<typeof createOperatorService>;
+
+export interface CohortCount {
+  phase: Phase;
+  cohort: Cohort | 'exempt';
+  accounts: number;
+  withoutImapPassword: number;
+}
+
+export interface RolloutStatus {
+  now: string;
+  overseas: { phase: Phase; scheduled: Array<{ phase: Phase; at: string }> };
+  domesticWaves: Array<{ percent: number; phase: Phase; at: string; active: boolean }>;
+  accounts: number;
+  accountsWithoutImapPassword: number;
+  domesticCohorts: CohortCount[];
+  refusals: RestrictionStats;
+}
+
+/**
+ * The operator service over one Redis connection, wired as the CLI, the admin API, the demo
+ * and the tests use it.
+ */
+export function operatorServiceOn(
+  redis: Redis,
+  config: Pick<Config, 'redis' | 'passwords' | 'lockout'>,
+  opts: { log: Logger; actor: string; clock?: () => number; audit?: AuditSink },
+): OperatorService {
+  const prefix = config.redis.keyPrefix;
+  return createOperatorService({
+    accounts: new AccountStore(redis, prefix),
+    rollout: new RolloutStore(redis, prefix),
+    lockout: new LockoutStore(redis, prefix, config.lockout),
+    hasher: new PasswordHasher(config.passwords.argon2, { maxConcurrent: 2, maxQueued: 100 }),
+    log: opts.log,
+    clock: opts.clock ?? Date.now,
+    actor: opts.actor,
+    audit: opts.audit ?? new RedisAuditLog(redis, prefix, opts.log),
+  });
+}

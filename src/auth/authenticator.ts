@@ -1,17 +1,21 @@
+import type { LockoutStore } from '../accounts/lockout-store.js';
 import type { Account, AccountStore } from '../accounts/store.js';
+import type { LockoutConfig } from '../config/schema.js';
 import type { GeoAnswer } from '../geo/geo.js';
 import type { NoticeSink } from '../notify/notices.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import { bucketOf, type Cohort, domesticPhase, overseasPhase } from '../rollout/engine.js';
+import type { RolloutStore } from '../rollout/store.js';
 import { MailgateError } from '../util/errors.js';
 import { OverloadedError } from '../util/semaphore.js';
+import { isLocked, isThrottled, sourceKey, tarpitDelayMs } from './lockout.js';
 import type { PasswordHasher } from './passwords.js';
 import {
   type CredentialMatch,
   type DenyReason,
   decide,
   type LoginFacts,
-  type Phase,
   type Protocol,
   type Restriction,
 } from './policy.js';
@@ -32,10 +36,13 @@ export type AuthResult =
       kind: 'allow';
       account: Account;
       credential: 'imap-only' | 'primary';
+      /** The credential's version at login; a session is stale once the account's moves on. */
+      version: number;
       geo: GeoAnswer;
       wouldRefuse: Restriction[];
     }
-  | { kind: 'deny'; reason: DenyReason; geo: GeoAnswer }
+  /** delayMs: hold the reply this long (tarpit for a source that keeps failing). */
+  | { kind: 'deny'; reason: DenyReason; geo: GeoAnswer; delayMs: number }
   | { kind: 'tempfail'; reason: TempFailReason };
 
 export interface Authenticator {
@@ -44,6 +51,9 @@ export interface Authenticator {
 
 export interface AuthenticatorDeps {
   accounts: Pick<AccountStore, 'lookupForLogin'>;
+  lockout: Pick<LockoutStore, 'recordFailure' | 'recordSuccess'>;
+  lockoutConfig: LockoutConfig;
+  rollout: Pick<RolloutStore, 'record'>;
   geo: { lookup(ip: string): GeoAnswer };
   hasher: Pick<PasswordHasher, 'verify' | 'verifyDummy'>;
   notices: NoticeSink;
@@ -52,19 +62,21 @@ export interface AuthenticatorDeps {
   metrics?: Pick<GatewayMetrics, 'auth'>;
 }
 
-const PHASE_RANK: Record<Phase, number> = { off: 0, warn: 1, enforce: 2 };
-
-function strongest(a: Phase, b: Phase): Phase {
-  return PHASE_RANK[a] >= PHASE_RANK[b] ? a : b;
-}
-
 /**
- * Gathers the facts for one login (account and rollout from Redis, location from GeoIP,
- * password checks with argon2), runs the pure decision, and applies its effects: the auth
- * log line and the notices. Protocol front ends turn the result into their own replies.
+ * Gathers the facts for one login (account, rollout rules and lockout state from Redis in one
+ * round trip, location from GeoIP, password checks with argon2), runs the pure decision, and
+ * applies its effects: failure counting, statistics, the auth log line and the notices.
+ * Protocol front ends turn the result into their own replies.
  */
 export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
-  const { accounts, geo, hasher, notices, log, clock } = deps;
+  const { accounts, lockout, lockoutConfig, rollout, geo, hasher, notices, log, clock } = deps;
+
+  /** Bookkeeping after the decision; its failure must not change the reply. */
+  const background = (what: string, session: string, p: Promise<unknown>) => {
+    p.catch((err: Error) =>
+      log.warn({ event: 'error', session, what, error: err.message }, 'bookkeeping failed'),
+    );
+  };
 
   /**
    * Which stored credential the password matches. Every refused credential costs two
@@ -88,6 +100,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   async function authenticate(req: AuthRequest): Promise<AuthResult> {
     const started = clock();
     const where = geo.lookup(req.clientIp);
+    const src = sourceKey(req.clientIp);
     const logLine = {
       event: 'auth',
       session: req.sessionId,
@@ -98,22 +111,32 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       protocol: req.protocol,
     };
     try {
-      const { account, rollout } = await accounts.lookupForLogin(req.login);
-      const matched = await match(account, req.password);
+      const looked = await accounts.lookupForLogin(req.login, src, started - lockoutConfig.windowMs);
+      const { account } = looked;
+      const throttled = isThrottled(looked.lockout, lockoutConfig);
+      const locked = account !== null && isLocked(looked.lockout);
+      // A refused source or a locked account is answered without spending a verification.
+      const matched = throttled || locked ? 'none' : await match(account, req.password);
+      const exempt = account?.exemptUntil != null && account.exemptUntil > started;
+      const domestic = account
+        ? domesticPhase(
+            looked.rollout,
+            { bucket: bucketOf(account.login), explicit: account.domestic },
+            started,
+          )
+        : { phase: 'off' as const, cohort: 'none' as Cohort };
       const facts: LoginFacts = {
         protocol: req.protocol,
         accountExists: account !== null,
-        locked: false,
+        throttled,
+        locked,
         hasImapPassword: Boolean(account?.imapHash),
         matched,
         location: where.location,
-        overseasPhase: rollout.overseas,
-        domesticPhase: account ? strongest(account.domesticPhase, rollout.domesticAll) : 'off',
+        overseasPhase: exempt ? 'off' : overseasPhase(looked.rollout, started),
+        domesticPhase: exempt ? 'off' : domestic.phase,
       };
       const decision = decide(facts);
-      const ms = clock() - started;
-      const why = decision.kind === 'allow' ? decision.credential : decision.reason;
-      deps.metrics?.auth(req.protocol, decision.kind, why, 'none', ms);
       if (account) {
         for (const notice of decision.notices) {
           notices.queue({
@@ -127,36 +150,81 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
           });
         }
       }
+      const cohortOf = (r: Restriction): Cohort => (r === 'domestic' ? domestic.cohort : 'none');
+      const extra = { cohort: domestic.cohort, ...(exempt ? { exempt: true } : {}) };
+      const why = decision.kind === 'allow' ? decision.credential : decision.reason;
+      deps.metrics?.auth(req.protocol, decision.kind, why, domestic.cohort, clock() - started);
+
       if (decision.kind === 'allow') {
+        const acct = account!;
+        for (const r of decision.wouldRefuse) {
+          background('stats', req.sessionId, rollout.record('would-refuse', r, cohortOf(r), started));
+        }
+        background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
         log.info(
           {
             ...logLine,
-            account: account!.login,
+            account: acct.login,
             result: 'allow',
             reason: decision.credential,
             wouldRefuse: decision.wouldRefuse,
-            ms,
+            ...extra,
+            ms: clock() - started,
           },
           'login allowed',
         );
         return {
           kind: 'allow',
-          account: account!,
+          account: acct,
           credential: decision.credential,
+          version: decision.credential === 'imap-only' ? acct.imapVersion : acct.primaryVersion,
           geo: where,
           wouldRefuse: decision.wouldRefuse,
         };
       }
-      log.info({ ...logLine, result: 'deny', reason: decision.reason, ms }, 'login refused');
-      return { kind: 'deny', reason: decision.reason, geo: where };
+
+      let failures = looked.lockout.sourceFailures;
+      if (decision.countsAsFailure) {
+        failures = await lockout
+          .recordFailure(account?.login ?? null, src, started)
+          .catch(() => failures + 1);
+      }
+      if (decision.reason === 'overseas-restricted' || decision.reason === 'domestic-restricted') {
+        const r: Restriction = decision.reason === 'overseas-restricted' ? 'overseas' : 'domestic';
+        background('stats', req.sessionId, rollout.record('refused', r, cohortOf(r), started));
+      }
+      const tarpit = decision.countsAsFailure || decision.reason === 'throttled';
+      log.info(
+        {
+          ...logLine,
+          result: 'deny',
+          reason: decision.reason,
+          ...extra,
+          sourceFailures: failures,
+          ms: clock() - started,
+        },
+        'login refused',
+      );
+      return {
+        kind: 'deny',
+        reason: decision.reason,
+        geo: where,
+        delayMs: tarpit ? tarpitDelayMs(failures, lockoutConfig) : 0,
+      };
     } catch (err) {
       const reason: TempFailReason = err instanceof OverloadedError ? 'overloaded' : 'store-unavailable';
-      const ms = clock() - started;
-      deps.metrics?.auth(req.protocol, 'tempfail', reason, 'none', ms);
-      if (!(err instanceof MailgateError))
+      deps.metrics?.auth(req.protocol, 'tempfail', reason, 'none', clock() - started);
+      if (!(err instanceof MailgateError)) {
         log.error({ event: 'error', session: req.sessionId, err }, 'authentication failed');
+      }
       log.warn(
-        { ...logLine, result: 'tempfail', reason, code: (err as MailgateError).code ?? null, ms },
+        {
+          ...logLine,
+          result: 'tempfail',
+          reason,
+          code: (err as MailgateError).code ?? null,
+          ms: clock() - started,
+        },
         'login deferred',
       );
       return { kind: 'tempfail', reason };

@@ -18,7 +18,12 @@ export interface LoginFacts {
   protocol: Protocol;
   /** False when no account has this login or alias. */
   accountExists: boolean;
-  /** Step 2 (S13). Always false until lockout exists; the seam is here. */
+  /**
+   * Too many recent failures from this client's address (or its IPv6 /64), whatever account
+   * they named: refused before any password is checked.
+   */
+  throttled: boolean;
+  /** Step 2 (S13): locked for this client, by failures on this account (see auth/lockout.ts). */
   locked: boolean;
   hasImapPassword: boolean;
   matched: CredentialMatch;
@@ -31,6 +36,7 @@ export interface LoginFacts {
 }
 
 export type DenyReason =
+  | 'throttled'
   | 'unknown-account'
   | 'bad-password'
   | 'locked'
@@ -61,6 +67,10 @@ export type Decision =
     };
 
 export function decide(f: LoginFacts): Decision {
+  // 0. Sources that keep failing are slowed down and then refused before anything else, so a
+  //    password spray costs the sprayer, not the subscriber (WildDuck's order: IP first).
+  if (f.throttled) return deny('throttled', false);
+
   // 1. Unknown account: the caller has already spent a dummy verification so that the reply
   //    takes as long as for a wrong password.
   if (!f.accountExists) return deny('unknown-account', true);

@@ -1,10 +1,15 @@
 import { readFileSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
+import {
+  IMPORT_COLUMNS,
+  type ImportFormat,
+  type ImportProgress,
+  type ImportSummary,
+} from '../accounts/import.js';
 import { connectRedis, createRedis } from '../accounts/redis.js';
-import { AccountStore } from '../accounts/store.js';
 import { type AuditEntry, formatAuditLine, RedisAuditLog } from '../admin/audit.js';
-import { createOperatorService, type OperatorService } from '../admin/service.js';
-import { PasswordHasher } from '../auth/passwords.js';
+import { type OperatorService, operatorServiceOn, type RolloutStatus } from '../admin/service.js';
 import type { Phase } from '../auth/policy.js';
 import { loadConfig, redactConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -48,13 +53,9 @@ async function withService<T>(
   await connectRedis(redis, config.redis.url);
   // Operator actions are audited on stderr so that stdout stays the command's result.
   const log = createLogger(config.log.level === 'silent' ? 'silent' : 'info', process.stderr);
-  const hasher = new PasswordHasher(config.passwords.argon2, { maxConcurrent: 2, maxQueued: 100 });
   const audit = new RedisAuditLog(redis, config.redis.keyPrefix, log);
-  const svc = createOperatorService({
-    accounts: new AccountStore(redis, config.redis.keyPrefix),
-    hasher,
+  const svc = operatorServiceOn(redis, config, {
     log,
-    clock: Date.now,
     actor: `cli:${process.env.SUDO_USER ?? process.env.USER ?? 'unknown'}`,
     audit,
   });
@@ -78,6 +79,52 @@ async function readStdinLine(): Promise<string> {
   return Buffer.concat(chunks)
     .toString('utf8')
     .replace(/\r?\n$/, '');
+}
+
+/** Rejected lines printed in text mode; --json lists them all. */
+const MAX_REJECTED_SHOWN = 20;
+
+/** The import source: a file opened before anything else (a missing one is a usage error), or stdin. */
+async function openImport(file: string): Promise<{ stream: AsyncIterable<Buffer>; name: string | null }> {
+  if (file === '-') {
+    if (process.stdin.isTTY)
+      throw new UsageError('account import -: pipe the accounts in; standard input is a terminal');
+    return { stream: process.stdin, name: null };
+  }
+  let handle: FileHandle;
+  try {
+    handle = await open(file, 'r');
+  } catch (err) {
+    throw new UsageError(
+      `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  if ((await handle.stat()).isDirectory()) {
+    await handle.close();
+    throw new UsageError(`cannot read ${file}: it is a directory`);
+  }
+  return { stream: handle.createReadStream({ highWaterMark: 256 * 1024 }), name: file };
+}
+
+function rate(accounts: number, ms: number): number {
+  return ms > 0 ? Math.round((accounts * 1000) / ms) : accounts;
+}
+
+function formatImport(file: string, s: ImportSummary): string {
+  const out = s.rejectedLines
+    .slice(0, MAX_REJECTED_SHOWN)
+    .map((r) => `line ${r.line}: ${r.reason}: ${r.message}${r.login ? ` (${r.login})` : ''}`);
+  const more = s.rejected - Math.min(s.rejected, MAX_REJECTED_SHOWN);
+  if (more > 0) out.push(`... and ${more} more rejected line(s); --json lists them`);
+  const fields = Object.entries(s.changedFields)
+    .map(([f, n]) => `${f} ${n}`)
+    .join(', ');
+  const accounts = s.created + s.updated + s.unchanged + s.rejected;
+  out.push(
+    `${file}: created ${s.created}, updated ${s.updated}${fields ? ` (${fields})` : ''}, unchanged ${s.unchanged}, ` +
+      `rejected ${s.rejected}; ${s.lines} lines (${s.format}) in ${(s.ms / 1000).toFixed(2)} s, ${rate(accounts, s.ms)} accounts/s`,
+  );
+  return out.join('\n');
 }
 
 export function buildProgram(): Command {
@@ -125,10 +172,10 @@ export function buildProgram(): Command {
 
   const account = program
     .command('account')
-    .description('accounts: add, show')
+    .description('accounts: add, import, show, set-primary, remove')
     .addHelpText(
       'after',
-      '\nExamples:\n  mailgate account show alice@example.jp\n  mailgate account add --help',
+      '\nExamples:\n  mailgate account show alice@example.jp\n  mailgate account import accounts.csv\n  mailgate account add --help',
     );
   withCommonOptions(account.command('add <login>'))
     .description('create an account')
@@ -186,12 +233,96 @@ export function buildProgram(): Command {
           `msisdn:         ${v.msisdn ?? '-'}`,
           `primary:        ${v.primaryPassword ? 'set' : 'not set'}`,
           `imap password:  ${v.imapPassword ? `set ${v.imapPassword.issuedAt}` : 'not set'}`,
-          `domestic phase: ${v.domesticPhase}`,
+          `domestic rule:  ${v.domestic ? `${v.domestic.phase} from ${v.domestic.from}` : '- (waves only)'}`,
+          `exempt until:   ${v.exemptUntil ?? '-'}`,
           `upstream:       ${v.upstream ?? '(configured servers)'} as ${v.upstreamUser ?? v.login}`,
         ].join('\n');
         out.result(v, text);
       });
     });
+  withCommonOptions(account.command('import <file>'))
+    .description('create or update accounts from JSON lines or CSV ("-" reads standard input); idempotent')
+    .addOption(
+      new Option('--format <format>', 'file format (default: by extension, else by the first line)').choices([
+        'jsonl',
+        'csv',
+      ]),
+    )
+    .option('--no-progress', 'no progress lines on standard error')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  mailgate account import accounts.csv
+  mailgate account import accounts.jsonl --json > report.json
+  export-accounts | mailgate account import - --format jsonl
+
+CSV has a header row; JSON lines are objects. The fields:
+  ${IMPORT_COLUMNS.join(', ')}
+aliases are ";"-separated in CSV, an array in JSON; primaryHash is an argon2 PHC string
+or a bcrypt hash; msisdn is E.164 (+819012345678). A field the file does not give is left
+as it is; an empty one clears it (never the primary hash). Fields not listed are never
+touched. Lines apply in order; a rejected line writes nothing, the others still import.
+Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file or arguments.`,
+    )
+    .action(async (file: string, opts: GlobalOpts & { format?: ImportFormat; progress: boolean }) => {
+      const input = await openImport(file);
+      await withService(opts, async (svc, out) => {
+        const s = await svc.importAccounts(input.stream, {
+          name: input.name,
+          ...(opts.format !== undefined ? { format: opts.format } : {}),
+          ...(opts.progress
+            ? {
+                onProgress: (p: ImportProgress) =>
+                  process.stderr.write(
+                    `mailgate: import: ${p.lines} lines, ${p.accounts} accounts, ${rate(p.accounts, p.ms)} accounts/s\n`,
+                  ),
+              }
+            : {}),
+        });
+        const accounts = s.created + s.updated + s.unchanged + s.rejected;
+        out.result({ file, ...s, accountsPerSecond: rate(accounts, s.ms) }, formatImport(file, s));
+        if (s.rejected > 0)
+          throw new RefusedError(`${s.rejected} line(s) rejected; every other line was imported`);
+      });
+    });
+  withCommonOptions(account.command('remove <login>'))
+    .description('delete an account and free its aliases; its sessions end')
+    .addHelpText('after', '\nExample:\n  mailgate account remove alice@example.jp')
+    .action(async (login: string, opts: GlobalOpts) => {
+      await withService(opts, async (svc, out) => {
+        const r = await svc.removeAccount(login);
+        out.result(
+          r,
+          `removed ${r.login}${r.aliases.length ? ` (aliases freed: ${r.aliases.join(', ')})` : ''}`,
+        );
+      });
+    });
+  withCommonOptions(account.command('set-primary <login>'))
+    .description('replace the primary (account-site) password; the old one stops working at once (S14)')
+    .option('--primary-password-stdin', 'read the new primary password from standard input')
+    .option('--primary-hash <hash>', 'the new primary password as an argon2 PHC string or a bcrypt hash')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  echo -n "$PW" | mailgate account set-primary alice@example.jp --primary-password-stdin\n  mailgate account set-primary alice@example.jp --primary-hash \'$2b$12$...\'',
+    )
+    .action(
+      async (login: string, opts: GlobalOpts & { primaryPasswordStdin?: boolean; primaryHash?: string }) => {
+        if (Boolean(opts.primaryPasswordStdin) === (opts.primaryHash !== undefined))
+          throw new UsageError('give --primary-password-stdin or --primary-hash HASH');
+        const input =
+          opts.primaryHash !== undefined ? { hash: opts.primaryHash } : { password: await readStdinLine() };
+        await withService(opts, async (svc, out) => {
+          const r = await svc.setPrimary(login, input);
+          out.result(
+            r,
+            r.changed
+              ? `primary password of ${r.login} replaced (primaryVersion ${r.primaryVersion})`
+              : `${r.login} already has this primary hash; nothing changed`,
+          );
+        });
+      },
+    );
 
   const imapPassword = program
     .command('imap-password')
@@ -237,49 +368,105 @@ export function buildProgram(): Command {
       '\nExamples:\n  mailgate rollout status\n  mailgate rollout overseas warn\n  mailgate rollout domestic enforce --login alice@example.jp',
     );
   withCommonOptions(rollout.command('status'))
-    .description('show the phases in force')
+    .description(
+      'rules in force and scheduled, accounts per phase and cohort, refusals in the last hour and day',
+    )
     .addHelpText('after', '\nExample:\n  mailgate rollout status --json')
     .action(async (opts: GlobalOpts) => {
       await withService(opts, async (svc, out) => {
         const s = await svc.rolloutStatus();
-        out.result(
-          s,
-          `overseas:      ${s.overseas}\ndomestic all:  ${s.domesticAll}\naccounts:      ${s.accounts}`,
-        );
+        out.result(s, formatStatus(s));
       });
     });
   withCommonOptions(rollout.command('overseas <phase>'))
     .description('set the overseas restriction: off | warn | enforce (S7)')
-    .addHelpText('after', '\nExample:\n  mailgate rollout overseas enforce')
-    .action(async (phase: string, opts: GlobalOpts) => {
+    .option('--at <time>', 'start at this time (ISO 8601, e.g. 2026-12-01T00:00+09:00) instead of now')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate rollout overseas warn\n  mailgate rollout overseas enforce --at 2026-12-01T00:00+09:00',
+    )
+    .action(async (phase: string, opts: GlobalOpts & { at?: string }) => {
       const p = phaseArg(phase);
+      const at = opts.at === undefined ? undefined : timeArg(opts.at, '--at');
       await withService(opts, async (svc, out) => {
-        const s = await svc.setOverseasPhase(p);
-        out.result(s, `overseas restriction: ${s.overseas}`);
+        const r = await svc.setOverseasPhase(p, at);
+        out.result(
+          r,
+          `overseas restriction ${p} from ${new Date(r.rule.at).toISOString()}; in force now: ${r.phaseNow}`,
+        );
       });
     });
   withCommonOptions(rollout.command('domestic <phase>'))
-    .description('set the domestic restriction for some accounts or all: off | warn | enforce (S8)')
+    .description('set the domestic restriction customer by customer: off | warn | enforce (S8)')
     .addOption(
       new Option('--login <login>', 'an account to change (repeatable)').argParser(
         (v: string, acc: string[] = []) => [...acc, v],
       ),
     )
+    .option('--users <file>', 'a file of logins, one per line (# comments allowed)')
+    .option('--percent <n>', 'a stable share of all accounts (growing it keeps those already in)')
     .option('--all', 'every account')
+    .option('--at <time>', 'start at this time (ISO 8601) instead of now')
     .addHelpText(
       'after',
-      '\nExamples:\n  mailgate rollout domestic enforce --login alice@example.jp --login bob@example.jp\n  mailgate rollout domestic off --all',
+      '\nExamples:\n  mailgate rollout domestic warn --all\n  mailgate rollout domestic enforce --percent 10\n  mailgate rollout domestic enforce --percent 25 --at 2026-12-01T00:00+09:00\n  mailgate rollout domestic enforce --users wave3.txt\n  mailgate rollout domestic off --percent 25        # undo that wave\n\nThe most recent command wins for each account.',
     )
-    .action(async (phase: string, opts: GlobalOpts & { login?: string[]; all?: boolean }) => {
-      const p = phaseArg(phase);
-      if (Boolean(opts.all) === Boolean(opts.login?.length))
-        throw new UsageError('give --login LOGIN (one or more) or --all');
+    .action(
+      async (
+        phase: string,
+        opts: GlobalOpts & { login?: string[]; users?: string; percent?: string; all?: boolean; at?: string },
+      ) => {
+        const p = phaseArg(phase);
+        const given = [opts.login?.length, opts.users, opts.percent, opts.all].filter(Boolean).length;
+        if (given !== 1)
+          throw new UsageError('give exactly one of --login LOGIN..., --users FILE, --percent N, --all');
+        const at = opts.at === undefined ? undefined : timeArg(opts.at, '--at');
+        let target: { logins: string[] } | { percent: number } | { all: true };
+        if (opts.all) target = { all: true };
+        else if (opts.percent !== undefined) {
+          const n = Number(opts.percent);
+          if (!/^\d+(\.\d{1,2})?$/.test(opts.percent) || n <= 0 || n > 100) {
+            throw new UsageError(`--percent must be a number above 0 and at most 100, not "${opts.percent}"`);
+          }
+          target = { percent: n };
+        } else if (opts.users !== undefined) target = { logins: readUsersFile(opts.users) };
+        else target = { logins: opts.login ?? [] };
+        await withService(opts, async (svc, out) => {
+          const r = await svc.setDomesticPhase(target, p, at);
+          const who =
+            r.percent !== undefined
+              ? r.percent >= 100
+                ? 'every account'
+                : `${r.percent}% of accounts`
+              : `${r.logins?.length ?? 0} account(s)`;
+          out.result(r, `domestic restriction ${r.phase} for ${who} from ${r.at}`);
+        });
+      },
+    );
+  withCommonOptions(rollout.command('exempt <login>'))
+    .description(
+      'lift both restrictions for one account until a time (a subscriber abroad without a password)',
+    )
+    .requiredOption('--until <time>', 'ISO 8601 time, or "now" to end the exemption')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  mailgate rollout exempt alice@example.jp --until 2026-12-20T00:00+09:00\n  mailgate rollout exempt alice@example.jp --until now',
+    )
+    .action(async (login: string, opts: GlobalOpts & { until: string }) => {
+      const until = opts.until === 'now' ? 0 : timeArg(opts.until, '--until');
       await withService(opts, async (svc, out) => {
-        const r = await svc.setDomesticPhase(opts.all ? { all: true } : { logins: opts.login ?? [] }, p);
-        out.result(
-          r,
-          `domestic restriction ${r.phase} for ${r.logins === 'all' ? 'every account' : r.logins.join(', ')}`,
-        );
+        const r = await svc.exempt(login, until);
+        out.result(r, r.until ? `${r.login} exempt until ${r.until}` : `${r.login} no longer exempt`);
+      });
+    });
+
+  withCommonOptions(program.command('unlock <login>'))
+    .description('clear the lockout and failure counts of an account (S13)')
+    .addHelpText('after', '\nExample:\n  mailgate unlock alice@example.jp')
+    .action(async (login: string, opts: GlobalOpts) => {
+      await withService(opts, async (svc, out) => {
+        const r = await svc.unlock(login);
+        out.result(r, `unlocked ${r.login}`);
       });
     });
 
@@ -325,6 +512,62 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+function timeArg(value: string, option: string): number {
+  const t = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t)) {
+    throw new UsageError(`${option} must be an ISO 8601 time like 2026-12-01T00:00+09:00, not "${value}"`);
+  }
+  return t;
+}
+
+function readUsersFile(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  const logins: string[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    const l = line.replace(/#.*/, '').trim();
+    if (!l) return;
+    if (/\s/.test(l)) throw new UsageError(`${file} line ${i + 1}: one login per line`);
+    logins.push(l);
+  });
+  if (logins.length === 0) throw new UsageError(`${file}: no logins`);
+  return logins;
+}
+
+function formatStatus(s: RolloutStatus): string {
+  const lines = [
+    `overseas restriction:  ${s.overseas.phase}${s.overseas.scheduled.map((r) => `, ${r.phase} from ${r.at}`).join('')}`,
+    `accounts:              ${s.accounts} (${s.accountsWithoutImapPassword} without an IMAP-only password)`,
+    'domestic waves:',
+    ...(s.domesticWaves.length
+      ? s.domesticWaves.map(
+          (w) =>
+            `  ${w.phase.padEnd(8)} ${String(w.percent).padStart(6)}%  from ${w.at}${w.active ? '' : ' (scheduled)'}`,
+        )
+      : ['  none']),
+    'domestic phase by cohort (accounts / without IMAP-only password):',
+    ...(s.domesticCohorts.length
+      ? s.domesticCohorts.map(
+          (c) => `  ${c.phase.padEnd(8)} ${c.cohort.padEnd(14)} ${c.accounts} / ${c.withoutImapPassword}`,
+        )
+      : ['  none']),
+    'refusals (last hour / last day):',
+  ];
+  const keys = [...new Set([...Object.keys(s.refusals.lastHour), ...Object.keys(s.refusals.lastDay)])].sort();
+  for (const k of keys)
+    lines.push(
+      `  ${k.replaceAll('|', ' ').padEnd(40)} ${s.refusals.lastHour[k] ?? 0} / ${s.refusals.lastDay[k] ?? 0}`,
+    );
+  if (!keys.length) lines.push('  none');
+  return lines.join('\n');
 }
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -66,6 +66,60 @@ const imap = z.strictObject({
   limits: imapLimits.default(imapLimits.parse({})),
 });
 
+const smtpUpstreamLogin = z.discriminatedUnion('style', [
+  /**
+   * XCLIENT ADDR/PORT/NAME/HELO/LOGIN (Postfix XCLIENT_README): the store sees the client's
+   * address and the user's login as if it had authenticated them itself. The gateway must be
+   * in the store's smtpd_authorized_xclient_hosts.
+   */
+  z.strictObject({ style: z.literal('xclient') }),
+  /** AUTH PLAIN with authzid = the user, authcid = the master user (RFC 4616 §2; Dovecot SASL). */
+  z.strictObject({ style: z.literal('master'), user: z.string().min(1), password: z.string().min(1) }),
+]);
+
+const smtpLimits = z.strictObject({
+  /** Largest message accepted (SIZE, RFC 1870); larger gets 552. Default 35 MiB. */
+  maxMessageBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .default(35 * 1024 * 1024),
+  maxMessagesPerSession: z.number().int().min(1).default(100),
+  maxRecipientsPerMessage: z.number().int().min(1).default(100),
+  /** Commands other than AUTH before a successful AUTH, then 421 and close. */
+  maxUnauthenticatedCommands: z.number().int().min(3).max(1000).default(10),
+  /** Refused AUTH attempts on one connection, then 421 and close. */
+  maxAuthFailures: z.number().int().min(1).max(100).default(3),
+  /** Idle time while the gateway waits for the client (RFC 5321 §4.5.3.2: at least 5 minutes). */
+  idleTimeoutMs: z.number().int().min(1_000).default(300_000),
+  maxConnectionsPerIp: z.number().int().min(1).default(50),
+});
+
+const smtp = z.strictObject({
+  listen: z.array(listener).default([]),
+  /** Name in the greeting and EHLO reply; default: this machine's host name. */
+  hostname: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]{1,253}$/, 'expected a host name')
+    .optional(),
+  /** The envelope sender (MAIL FROM) must be the account's login or one of its aliases. */
+  requireSenderMatch: z.boolean().default(true),
+  upstream: z.strictObject({
+    servers: z.array(hostPort).min(1),
+    tls: z.enum(['none', 'starttls', 'implicit']).default('none'),
+    tlsVerify: z.boolean().default(true),
+    login: smtpUpstreamLogin,
+    connectTimeoutMs: z.number().int().min(100).default(5_000),
+    /** Greeting, EHLO, STARTTLS and XCLIENT or AUTH must finish within this. */
+    loginTimeoutMs: z.number().int().min(100).default(10_000),
+    /** Wait for the reply to MAIL, RCPT or DATA (RFC 5321 §4.5.3.2: 5 minutes). */
+    replyTimeoutMs: z.number().int().min(100).default(300_000),
+    /** Wait for the reply after the message's final dot (RFC 5321 §4.5.3.2: 10 minutes). */
+    dataTimeoutMs: z.number().int().min(100).default(600_000),
+  }),
+  limits: smtpLimits.default(smtpLimits.parse({})),
+});
+
 const geo = z.strictObject({
   countryDb: z.string().default('bundled'),
   asnDb: z.string().default('bundled'),
@@ -97,8 +151,48 @@ const passwords = z.strictObject({
   maxQueuedVerifies: z.number().int().min(0).default(1000),
 });
 
+/**
+ * Failure counting (S13), by source first: a client address (IPv6: its /64) that keeps failing
+ * is slowed down and then refused whatever account it names; a (account, source) pair that
+ * keeps failing is locked; an account failing from many sources is locked only for sources
+ * that have not logged in to it successfully before, so a spray from elsewhere cannot lock
+ * the subscriber out.
+ */
+const lockout = z.strictObject({
+  windowMs: z
+    .number()
+    .int()
+    .min(1_000)
+    .default(15 * 60_000),
+  /** Failures per source per window before the source is refused outright. */
+  sourceMaxFailures: z.number().int().min(1).default(30),
+  /** Failures per source after which each refusal is delayed, doubling up to tarpitMaxMs. */
+  tarpitAfter: z.number().int().min(0).default(3),
+  tarpitBaseMs: z.number().int().min(0).default(250),
+  tarpitMaxMs: z.number().int().min(0).default(5_000),
+  /** Failures on one account from one source per window before that pair is locked. */
+  pairMaxFailures: z.number().int().min(1).default(10),
+  /** Failures on one account from all sources per window before it is locked for unknown sources. */
+  accountMaxFailures: z.number().int().min(1).default(50),
+  lockMs: z
+    .number()
+    .int()
+    .min(1_000)
+    .default(30 * 60_000),
+  /** A source that logged in successfully within this is "known" to the account. */
+  knownSourceMs: z
+    .number()
+    .int()
+    .min(60_000)
+    .default(30 * 24 * 3_600_000),
+});
+
 /** Admin API tokens: long enough that guessing is hopeless even without a rate limit. */
-const adminToken = z.string().min(16, 'must be at least 16 characters');
+const adminToken = z
+  .string()
+  .min(16, 'must be at least 16 characters')
+  // What an Authorization: Bearer header can carry (RFC 6750 §2.1 b64token).
+  .regex(/^[A-Za-z0-9\-._~+/]+=*$/, 'may hold only letters, digits and - . _ ~ + / (then = padding)');
 
 const admin = z
   .strictObject({
@@ -154,8 +248,10 @@ export const configSchema = z.strictObject({
     })
     .default({ trusted: [], timeoutMs: 3_000 }),
   imap: imap.optional(),
+  smtp: smtp.optional(),
   geo,
   passwords: passwords.default(passwords.parse({})),
+  lockout: lockout.default(lockout.parse({})),
   /** The admin HTTP API; absent: no admin listener. */
   admin: admin.optional(),
 });
@@ -163,7 +259,10 @@ export const configSchema = z.strictObject({
 export type Config = z.infer<typeof configSchema>;
 export type ImapConfig = NonNullable<Config['imap']>;
 export type ImapLimits = ImapConfig['limits'];
+export type SmtpConfig = NonNullable<Config['smtp']>;
+export type SmtpUpstreamConfig = SmtpConfig['upstream'];
 export type ListenerConfig = z.infer<typeof listener>;
 export type UpstreamLoginConfig = z.infer<typeof upstreamLogin>;
 export type Argon2Params = z.infer<typeof argon2>;
 export type AdminConfig = NonNullable<Config['admin']>;
+export type LockoutConfig = z.infer<typeof lockout>;

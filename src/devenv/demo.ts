@@ -2,10 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pino } from 'pino';
-import { AccountStore } from '../accounts/store.js';
-import { RedisAuditLog } from '../admin/audit.js';
-import { createOperatorService } from '../admin/service.js';
-import { PasswordHasher } from '../auth/passwords.js';
+import { operatorServiceOn } from '../admin/service.js';
 import { loadConfig } from '../config/load.js';
 import { startGateway } from '../main.js';
 import { createLogger } from '../observability/logger.js';
@@ -69,14 +66,7 @@ async function main(): Promise<void> {
   const log = createLogger('info', pino.destination({ dest: logFile, sync: false }));
   const gateway = await startGateway(config, { log });
 
-  const ops = createOperatorService({
-    accounts: new AccountStore(gateway.redis, config.redis.keyPrefix),
-    hasher: new PasswordHasher(config.passwords.argon2, { maxConcurrent: 2, maxQueued: 10 }),
-    log,
-    clock: Date.now,
-    actor: 'demo',
-    audit: new RedisAuditLog(gateway.redis, config.redis.keyPrefix, log),
-  });
+  const ops = operatorServiceOn(gateway.redis, config, { log, actor: 'demo' });
   await ops.addAccount({
     login: 'taro@example.jp',
     aliases: ['taro'],

@@ -4,10 +4,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import { AccountStore } from '../accounts/store.js';
-import { RedisAuditLog } from '../admin/audit.js';
-import { createOperatorService } from '../admin/service.js';
-import { PasswordHasher } from '../auth/passwords.js';
+import { operatorServiceOn } from '../admin/service.js';
+import { loadConfig } from '../config/load.js';
 import { createLogger } from '../observability/logger.js';
 import { freePort } from './ports.js';
 import { startDovecot, startRedis } from './servers.js';
@@ -78,18 +76,12 @@ async function main(): Promise<void> {
     }),
   );
   const client = new Redis(redis.url);
-  const audit = new RedisAuditLog(client, 'mg:', createLogger('silent'));
-  const ops = createOperatorService({
-    accounts: new AccountStore(client, 'mg:'),
-    hasher: new PasswordHasher(argon2, { maxConcurrent: 1, maxQueued: 1 }),
+  const ops = operatorServiceOn(client, loadConfig(configFile), {
     log: createLogger('silent'),
-    clock: Date.now,
     actor: 'bench',
-    audit,
   });
   await ops.addAccount({ login: 'bench', primaryPassword: 'unused-primary' });
   const { password } = await ops.issueImapPassword('bench', { ifAbsent: false });
-  await audit.flush();
   client.disconnect();
 
   const gw = spawn(process.execPath, [BIN, 'serve', '--config', configFile], {

@@ -3,6 +3,7 @@ import type { Authenticator, AuthResult } from '../auth/authenticator.js';
 import type { ImapConfig } from '../config/schema.js';
 import type { ClientConnection, TlsContext } from '../net/listener.js';
 import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
+import type { SessionRegistry } from '../net/session-registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
@@ -22,6 +23,7 @@ const CLIENT_DRAIN_TIMEOUT_MS = 30_000;
 
 export interface ImapDeps {
   config: ImapConfig;
+  sessions: SessionRegistry;
   authenticator: Authenticator;
   tls: TlsContext;
   log: Logger;
@@ -173,6 +175,10 @@ class ImapConnection {
     password.fill(0);
     if (this.#closed) return;
     if (result.kind !== 'allow') {
+      // Tarpit: a source that keeps failing waits for its answer (nothing else is read meanwhile).
+      if (result.kind === 'deny' && result.delayMs > 0)
+        await new Promise((r) => setTimeout(r, result.delayMs));
+      if (this.#closed) return;
       this.#busy = false;
       this.#run(this.session.onAuthResult(tag, result));
       if (this.#closed) return;
@@ -212,10 +218,16 @@ class ImapConnection {
       upstream.socket.destroy();
       return;
     }
-    this.#splice(tag, upstream, account.login, result.credential);
+    this.#splice(tag, upstream, account.login, result.credential, result.version);
   }
 
-  #splice(tag: string, upstream: UpstreamSession, login: string, credential: string): void {
+  #splice(
+    tag: string,
+    upstream: UpstreamSession,
+    login: string,
+    credential: 'imap-only' | 'primary',
+    version: number,
+  ): void {
     if (this.#timer) clearTimeout(this.#timer);
     const client = this.socket;
     const store = upstream.socket;
@@ -231,7 +243,20 @@ class ImapConnection {
     store.pipe(client);
     const clientIn = client.bytesRead;
     const clientOut = client.bytesWritten;
-    let closedBy: 'client' | 'upstream' | null = null;
+    let closedBy: 'client' | 'upstream' | 'credential-changed' | null = null;
+    const unregister = this.deps.sessions.add({
+      id: this.conn.id,
+      login,
+      credential,
+      version,
+      // The credential this session logged in with was replaced or revoked (S4): end it. No
+      // BYE: a line injected into the stream could land inside a literal the store is sending.
+      close: (reason) => {
+        closedBy ??= reason === 'credential-changed' ? 'credential-changed' : 'upstream';
+        client.destroy();
+        store.destroy();
+      },
+    });
     // The store hung up (LOGOUT, shutdown): pipe() ends the client once the bytes already read
     // are written, so a slow client still gets the end of its FETCH and the BYE. Destroy it
     // only if it never drains.
@@ -242,6 +267,7 @@ class ImapConnection {
     });
     client.once('close', () => {
       closedBy ??= 'client';
+      unregister();
       store.destroy();
       this.deps.metrics?.sessionClosed('imap');
       this.deps.log.info(

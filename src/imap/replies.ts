@@ -18,6 +18,8 @@ export function denyReply(reason: DenyReason): string {
     case 'unknown-account':
     case 'bad-password':
       return AUTH_FAILED;
+    case 'throttled':
+      return 'NO [ALERT] Too many failed logins from your network. Please wait a few minutes before trying again.';
     case 'locked':
       return 'NO [ALERT] This account is temporarily locked after too many failed logins. Please try again later or contact support.';
     case 'imap-password-required':

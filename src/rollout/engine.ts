@@ -49,7 +49,11 @@ export function inWave(bucket: number, percent: number): boolean {
   return bucket < Math.round(percent * (BUCKETS / 100));
 }
 
-function latest<T extends Rule>(rules: readonly T[], now: number, applies: (r: T) => boolean = () => true): T | null {
+function latest<T extends Rule>(
+  rules: readonly T[],
+  now: number,
+  applies: (r: T) => boolean = () => true,
+): T | null {
   let best: T | null = null;
   for (const r of rules) {
     if (r.at <= now && applies(r) && (best === null || r.seq > best.seq)) best = r;
@@ -82,7 +86,9 @@ export function prune(doc: RolloutDoc, now: number): RolloutDoc {
   const liveOverseas = latest(doc.overseas, now);
   const overseas = doc.overseas.filter((r) => r.at > now || r === liveOverseas);
   const domestic = doc.domestic.filter(
-    (w) => w.at > now || !doc.domestic.some((o) => o !== w && o.at <= now && o.seq > w.seq && o.percent >= w.percent),
+    (w) =>
+      w.at > now ||
+      !doc.domestic.some((o) => o !== w && o.at <= now && o.seq > w.seq && o.percent >= w.percent),
   );
   return { overseas, domestic };
 }
@@ -91,7 +97,10 @@ export function parseRolloutDoc(json: string | null | undefined): RolloutDoc {
   if (!json) return EMPTY_ROLLOUT;
   try {
     const d = JSON.parse(json) as Partial<RolloutDoc>;
-    return { overseas: Array.isArray(d.overseas) ? d.overseas : [], domestic: Array.isArray(d.domestic) ? d.domestic : [] };
+    return {
+      overseas: Array.isArray(d.overseas) ? d.overseas : [],
+      domestic: Array.isArray(d.domestic) ? d.domestic : [],
+    };
   } catch {
     return EMPTY_ROLLOUT;
   }

@@ -3,14 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { AccountStore } from '../../src/accounts/store.js';
-import { RedisAuditLog } from '../../src/admin/audit.js';
-import { createOperatorService, type OperatorService } from '../../src/admin/service.js';
-import { PasswordHasher } from '../../src/auth/passwords.js';
+import { type OperatorService, operatorServiceOn } from '../../src/admin/service.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { makeCertificate } from '../../src/devenv/cert.js';
-import type { DovecotServer, RedisServer } from '../../src/devenv/servers.js';
+import type { DovecotServer, PostfixServer, RedisServer } from '../../src/devenv/servers.js';
 import { type Gateway, startGateway } from '../../src/main.js';
 import { createLogger } from '../../src/observability/logger.js';
 
@@ -64,6 +61,8 @@ export interface TestGateway {
   /** A separate Redis client for the test's own writes and checks. */
   redis: Redis;
   port(tls: 'implicit' | 'starttls' | 'none'): number;
+  /** The SMTP submission listener of that TLS mode (only with the `smtp` option). */
+  smtpPort(tls: 'implicit' | 'starttls' | 'none'): number;
   close(): Promise<void>;
 }
 
@@ -75,6 +74,8 @@ export async function startTestGateway(opts: {
   redis: RedisServer;
   dovecot: DovecotServer;
   keyPrefix?: string;
+  /** Also SMTP submission listeners (implicit, starttls, none) relaying to this Postfix by XCLIENT. */
+  smtp?: { postfix: PostfixServer };
   configure?: (raw: RawConfig) => void;
 }): Promise<TestGateway> {
   const certDir = mkdtempSync(join(tmpdir(), 'mailgate-cert-'));
@@ -113,21 +114,35 @@ export async function startTestGateway(opts: {
       ],
     },
     passwords: { argon2: TEST_ARGON2 },
+    // Tests share one client address; lockout tests set their own thresholds.
+    lockout: {
+      sourceMaxFailures: 100_000,
+      tarpitAfter: 100_000,
+      pairMaxFailures: 100_000,
+      accountMaxFailures: 100_000,
+    },
   };
+  if (opts.smtp) {
+    raw.smtp = {
+      listen: [
+        { host: '127.0.0.1', port: 0, tls: 'implicit' },
+        { host: '127.0.0.1', port: 0, tls: 'starttls' },
+        { host: '127.0.0.1', port: 0, tls: 'none' },
+      ],
+      hostname: 'gateway.mailgate.test',
+      upstream: {
+        servers: [`${opts.smtp.postfix.host}:${opts.smtp.postfix.port}`],
+        login: { style: 'xclient' },
+      },
+    };
+  }
   opts.configure?.(raw);
   const config = parseConfig(raw);
   const logs = new LogCapture();
   const log = createLogger('debug', logs);
   const gateway = await startGateway(config, { log });
   const redis = new Redis(opts.redis.url);
-  const ops = createOperatorService({
-    accounts: new AccountStore(redis, config.redis.keyPrefix),
-    hasher: new PasswordHasher(config.passwords.argon2, { maxConcurrent: 2, maxQueued: 100 }),
-    log,
-    clock: Date.now,
-    actor: 'test',
-    audit: new RedisAuditLog(redis, config.redis.keyPrefix, log),
-  });
+  const ops = operatorServiceOn(redis, config, { log, actor: 'test' });
   return {
     gateway,
     config,
@@ -137,6 +152,11 @@ export async function startTestGateway(opts: {
     port(mode) {
       const a = gateway.imapAddresses.find((x) => x.tls === mode);
       if (!a) throw new Error(`no ${mode} listener`);
+      return a.port;
+    },
+    smtpPort(mode) {
+      const a = gateway.smtpAddresses.find((x) => x.tls === mode);
+      if (!a) throw new Error(`no SMTP ${mode} listener`);
       return a.port;
     },
     async close() {

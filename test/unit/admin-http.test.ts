@@ -132,6 +132,15 @@ describe('admin config', () => {
     expect(problem({ token: '${ADMIN_TOKEN}' }, { ADMIN_TOKEN: 'env-secret' })).not.toContain('env-secret');
   });
 
+  it('a token must fit in a bearer header', () => {
+    expect(problem({ token: 'has spaces in it, sixteen+' })).toBe(
+      'admin.token: may hold only letters, digits and - . _ ~ + / (then = padding)',
+    );
+    expect(
+      parseConfig({ ...base, admin: { token: 'kq9+/Zx0.abc_def~-AB==' } }, { env: {} }).admin?.token,
+    ).toBe('kq9+/Zx0.abc_def~-AB==');
+  });
+
   it('needs a token or named tokens', () => {
     expect(problem({ listen: { port: 8025 } })).toBe('admin.token: is required (or give admin.tokens)');
   });

@@ -73,6 +73,17 @@ describe('defaults', () => {
         maxConcurrentVerifies: 2,
         maxQueuedVerifies: 1000,
       },
+      lockout: {
+        windowMs: 900_000,
+        sourceMaxFailures: 30,
+        tarpitAfter: 3,
+        tarpitBaseMs: 250,
+        tarpitMaxMs: 5_000,
+        pairMaxFailures: 10,
+        accountMaxFailures: 50,
+        lockMs: 1_800_000,
+        knownSourceMs: 2_592_000_000,
+      },
     });
   });
 

@@ -49,7 +49,7 @@ function session(
 }
 
 const GEO: GeoAnswer = { country: 'US', location: 'overseas', source: 'database' };
-const deny = (reason: DenyReason): AuthResult => ({ kind: 'deny', reason, geo: GEO });
+const deny = (reason: DenyReason): AuthResult => ({ kind: 'deny', reason, geo: GEO, delayMs: 0 });
 const ACCOUNT: Account = {
   login: 'alice@example.jp',
   aliases: [],
@@ -59,7 +59,8 @@ const ACCOUNT: Account = {
   upstreamUser: null,
   upstream: null,
   msisdn: null,
-  domesticPhase: 'off',
+  domestic: null,
+  exemptUntil: null,
   imapVersion: 1,
   primaryVersion: 0,
   createdAt: 0,
@@ -347,6 +348,7 @@ describe('auth results', () => {
         kind: 'allow',
         account: ACCOUNT,
         credential: 'imap-only',
+        version: 1,
         geo: GEO,
         wouldRefuse: [],
       }),

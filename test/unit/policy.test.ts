@@ -4,6 +4,7 @@ import { type Decision, decide, type LoginFacts } from '../../src/auth/policy.js
 const base: LoginFacts = {
   protocol: 'imap',
   accountExists: true,
+  throttled: false,
   locked: false,
   hasImapPassword: false,
   matched: 'none',
@@ -16,6 +17,16 @@ type Row = [name: string, facts: Partial<LoginFacts>, expected: Partial<Decision
 
 // One row per line of SPEC 3.3, in its order.
 const rows: Row[] = [
+  [
+    '0 throttled source, even with the right IMAP-only password',
+    { throttled: true, hasImapPassword: true, matched: 'imap-only' },
+    { kind: 'deny', reason: 'throttled', countsAsFailure: false },
+  ],
+  [
+    '0 throttled source, unknown account',
+    { throttled: true, accountExists: false },
+    { kind: 'deny', reason: 'throttled' },
+  ],
   [
     '1 unknown account',
     { accountExists: false },

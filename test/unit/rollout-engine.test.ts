@@ -62,10 +62,16 @@ describe('domestic waves', () => {
     const b = buckets.find((x) => inWave(x, 10))!;
     const outside = buckets.find((x) => !inWave(x, 25) && inWave(x, 50))!;
     let doc: RolloutDoc = { overseas: [], domestic: [{ percent: 10, phase: 'enforce', at: 0, seq: 1 }] };
-    expect(domesticPhase(doc, { bucket: b, explicit: null }, T)).toEqual({ phase: 'enforce', cohort: 'percent:10' });
+    expect(domesticPhase(doc, { bucket: b, explicit: null }, T)).toEqual({
+      phase: 'enforce',
+      cohort: 'percent:10',
+    });
     expect(domesticPhase(doc, { bucket: outside, explicit: null }, T).phase).toBe('off');
     doc = { ...doc, domestic: [...doc.domestic, { percent: 25, phase: 'enforce', at: 0, seq: 2 }] };
-    expect(domesticPhase(doc, { bucket: b, explicit: null }, T)).toEqual({ phase: 'enforce', cohort: 'percent:25' });
+    expect(domesticPhase(doc, { bucket: b, explicit: null }, T)).toEqual({
+      phase: 'enforce',
+      cohort: 'percent:25',
+    });
     doc = { ...doc, domestic: [...doc.domestic, { percent: 25, phase: 'off', at: 0, seq: 3 }] };
     expect(domesticPhase(doc, { bucket: b, explicit: null }, T).phase).toBe('off');
   });
@@ -82,7 +88,9 @@ describe('domestic waves', () => {
       cohort: 'explicit',
     });
     // A scheduled explicit rule waits for its time.
-    expect(domesticPhase(doc, { bucket: b, explicit: { phase: 'enforce', at: T + 1, seq: 6 } }, T).phase).toBe('warn');
+    expect(
+      domesticPhase(doc, { bucket: b, explicit: { phase: 'enforce', at: T + 1, seq: 6 } }, T).phase,
+    ).toBe('warn');
   });
 
   it('prune drops only rules that can never win again', () => {
@@ -104,7 +112,9 @@ describe('domestic waves', () => {
     expect(p.domestic.map((r) => r.seq)).toEqual([3, 4]);
     for (const bucket of [0, 500, 2000, 4000, 9000]) {
       for (const now of [T, T + 100]) {
-        expect(domesticPhase(p, { bucket, explicit: null }, now)).toEqual(domesticPhase(doc, { bucket, explicit: null }, now));
+        expect(domesticPhase(p, { bucket, explicit: null }, now)).toEqual(
+          domesticPhase(doc, { bucket, explicit: null }, now),
+        );
         expect(overseasPhase(p, now)).toBe(overseasPhase(doc, now));
       }
     }
