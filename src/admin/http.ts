@@ -186,10 +186,25 @@ const addAccountBody = z.strictObject({
   upstream: z.string().optional(),
 });
 const issueBody = z.strictObject({ ifAbsent: z.boolean().default(false) });
-const overseasBody = z.strictObject({ phase });
+/** A start time for a rollout rule: ISO 8601, like the CLI's --at. */
+const isoTime = z
+  .string()
+  .refine((v) => /^\d{4}-\d{2}-\d{2}/.test(v) && !Number.isNaN(Date.parse(v)), 'expected an ISO 8601 time')
+  .transform((v) => Date.parse(v));
+const overseasBody = z.strictObject({ phase, at: isoTime.optional() });
 const domesticBody = z
-  .strictObject({ phase, logins: z.array(z.string()).optional(), all: z.literal(true).optional() })
-  .refine((b) => (b.all === true) !== (b.logins !== undefined), 'give "logins" (one or more) or "all": true');
+  .strictObject({
+    phase,
+    logins: z.array(z.string()).min(1).optional(),
+    percent: z.number().optional(),
+    all: z.literal(true).optional(),
+    at: isoTime.optional(),
+  })
+  .refine(
+    (b) => [b.logins, b.percent, b.all].filter((x) => x !== undefined).length === 1,
+    'give exactly one of "logins", "percent" or "all": true',
+  );
+const exemptBody = z.strictObject({ until: z.union([isoTime, z.literal('now')]) });
 
 /** Drops keys whose value is undefined (zod's optional output) for exactOptionalPropertyTypes. */
 type Defined<T> = { [K in keyof T]: Exclude<T[K], undefined> };
@@ -235,13 +250,24 @@ export const API_ROUTES: ReadonlyArray<Route<ApiContext>> = [
     ops.revokeImapPassword(params.login),
   ),
   api('GET', '/v1/rollout', ({ ops }) => ops.rolloutStatus()),
-  api('PUT', '/v1/rollout/overseas', ({ ops, body }) =>
-    ops.setOverseasPhase(parseBody(overseasBody, body).phase),
-  ),
+  api('PUT', '/v1/rollout/overseas', ({ ops, body }) => {
+    const b = parseBody(overseasBody, body);
+    return ops.setOverseasPhase(b.phase, b.at);
+  }),
   api('PUT', '/v1/rollout/domestic', ({ ops, body }) => {
     const b = parseBody(domesticBody, body);
-    return ops.setDomesticPhase(b.all ? { all: true } : { logins: b.logins ?? [] }, b.phase);
+    const target = b.all
+      ? { all: true as const }
+      : b.percent !== undefined
+        ? { percent: b.percent }
+        : { logins: b.logins ?? [] };
+    return ops.setDomesticPhase(target, b.phase, b.at);
   }),
+  api('PUT', '/v1/accounts/{login}/exempt', ({ ops, params, body }) => {
+    const { until } = parseBody(exemptBody, body);
+    return ops.exempt(params.login, until === 'now' ? 0 : until);
+  }),
+  api('POST', '/v1/accounts/{login}/unlock', ({ ops, params }) => ops.unlock(params.login)),
   api('GET', '/v1/audit', async ({ audit, query }) => ({
     entries: await audit.tail(queryInt(query, 'limit', 100)),
   })),
