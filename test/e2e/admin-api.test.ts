@@ -408,11 +408,48 @@ describe('rollout', () => {
     expect(await loginFrom(JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
   });
 
-  it('PUT /v1/rollout/domestic: exactly one of logins and all; an unknown login changes nothing', async () => {
-    for (const body of [{ phase: 'enforce' }, { phase: 'enforce', all: true, logins: [ALICE] }]) {
+  it('PUT /v1/rollout/domestic by percent; overseas with a start time; exempt and unlock', async () => {
+    const wave = await call('PUT', '/v1/rollout/domestic', { body: { phase: 'warn', percent: 50 } });
+    expect(wave.status).toBe(200);
+    expect(wave.json).toMatchObject({ phase: 'warn', percent: 50 });
+    const later = await call('PUT', '/v1/rollout/overseas', {
+      body: { phase: 'enforce', at: '2099-01-01T00:00+09:00' },
+    });
+    expect(later.status).toBe(200);
+    const status = await call('GET', '/v1/rollout');
+    expect(status.json.overseas).toEqual({
+      phase: 'warn',
+      scheduled: [{ phase: 'enforce', at: '2098-12-31T15:00:00.000Z' }],
+    });
+    expect(status.json.domesticWaves).toContainEqual({
+      percent: 50,
+      phase: 'warn',
+      at: expect.any(String),
+      active: true,
+    });
+    expect(await loginFrom(ABROAD, BOB, PRIMARY)).toMatch(/^a OK /);
+    const badAt = await call('PUT', '/v1/rollout/overseas', { body: { phase: 'enforce', at: 'tomorrow' } });
+    expect(badAt.status).toBe(400);
+    expect(badAt.json.error.message).toBe('at: expected an ISO 8601 time');
+    const exempt = await call('PUT', `/v1/accounts/${BOB}/exempt`, {
+      body: { until: '2099-01-01T00:00+09:00' },
+    });
+    expect(exempt.status).toBe(200);
+    expect(exempt.json).toEqual({ login: BOB, until: '2098-12-31T15:00:00.000Z' });
+    const unlock = await call('POST', `/v1/accounts/${BOB}/unlock`);
+    expect(unlock.status).toBe(200);
+    expect(unlock.json).toMatchObject({ login: BOB });
+  });
+
+  it('PUT /v1/rollout/domestic: exactly one of logins, percent, all; an unknown login changes nothing', async () => {
+    for (const body of [
+      { phase: 'enforce' },
+      { phase: 'enforce', all: true, logins: [ALICE] },
+      { phase: 'enforce', all: true, percent: 10 },
+    ]) {
       const r = await call('PUT', '/v1/rollout/domestic', { body });
       expect(r.status, JSON.stringify(body)).toBe(400);
-      expect(r.json.error.message).toBe('body: give "logins" (one or more) or "all": true');
+      expect(r.json.error.message).toBe('body: give exactly one of "logins", "percent" or "all": true');
     }
     const missing = await call('PUT', '/v1/rollout/domestic', {
       body: { phase: 'enforce', logins: [BOB, 'nobody@example.jp'] },
@@ -438,6 +475,10 @@ describe('audit trail', () => {
       'api:alice-ops rollout.domestic',
       'api:alice-ops rollout.domestic',
       'api:alice-ops rollout.domestic',
+      'api:alice-ops rollout.domestic',
+      'api:alice-ops rollout.overseas',
+      'api:alice-ops rollout.exempt',
+      'api:alice-ops unlock',
     ]);
     expect(entries[0]!.details).toMatchObject({ login: ALICE });
     expect(entries[6]!.details).toMatchObject({ before: 'off', after: 'enforce' });
@@ -451,16 +492,13 @@ describe('audit trail', () => {
   it('GET /v1/audit?limit=N returns the last N, oldest first', async () => {
     const r = await call('GET', '/v1/audit?limit=2');
     expect(r.status).toBe(200);
-    expect(r.json.entries.map((e: { action: string }) => e.action)).toEqual([
-      'rollout.domestic',
-      'rollout.domestic',
-    ]);
+    expect(r.json.entries.map((e: { action: string }) => e.action)).toEqual(['rollout.exempt', 'unlock']);
     expect(r.json.entries[1]).toMatchObject({
       id: expect.stringMatching(/^\d+-\d+$/),
       ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       actor: 'api:alice-ops',
     });
-    expect(JSON.stringify(r.json.entries[1].details)).toContain('"warn"');
+    expect(r.json.entries[1].details).toMatchObject({ login: BOB });
     expect((await call('GET', '/v1/audit?limit=-1')).status).toBe(400);
   });
 
@@ -469,9 +507,10 @@ describe('audit trail', () => {
     const lines = text.stdout.trimEnd().split('\n');
     expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(
-      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z api:alice-ops rollout\.domestic \{.*"enforce"/,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z api:alice-ops rollout\.overseas \{.*"at":"2098-12-31T15:00:00\.000Z"/,
     );
-    expect(lines[2]).toMatch(/ api:alice-ops rollout\.domestic \{.*"warn"/);
+    expect(lines[1]).toMatch(/ api:alice-ops rollout\.exempt \{"login":"bob@example\.jp",/);
+    expect(lines[2]).toMatch(/ api:alice-ops unlock \{"login":"bob@example\.jp"/);
     for (const line of lines) expect(() => JSON.parse(line.split(' ').slice(3).join(' '))).not.toThrow();
     const json = await execFileP(process.execPath, [
       BIN,
@@ -483,7 +522,7 @@ describe('audit trail', () => {
       '--config',
       configFile,
     ]);
-    expect(JSON.parse(json.stdout)).toMatchObject({ actor: 'api:alice-ops', action: 'rollout.domestic' });
+    expect(JSON.parse(json.stdout)).toMatchObject({ actor: 'api:alice-ops', action: 'unlock' });
   });
 
   it('audit tail --follow prints a new entry as it happens, until stopped', async () => {
@@ -507,7 +546,7 @@ describe('audit trail', () => {
       }
     };
     try {
-      await waitOut(/rollout\.domestic/);
+      await waitOut(/ unlock /);
       const r = await call('PUT', '/v1/rollout/overseas', { body: { phase: 'enforce' }, token: ADMIN_TOKEN });
       expect(r.status).toBe(200);
       await waitOut(/ api:admin rollout\.overseas \{.*"before":"warn","after":"enforce"\}\n/);
