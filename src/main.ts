@@ -91,7 +91,9 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
   const smtpAddresses: Gateway['smtpAddresses'] = [];
   let admin: AdminServer | null = null;
   let adminAddress: Gateway['adminAddress'] = null;
-  const smtp = config.smtp ? new SmtpFront({ config: config.smtp, authenticator, tls, log, clock }) : null;
+  const smtp = config.smtp
+    ? new SmtpFront({ config: config.smtp, authenticator, tls, log, clock, sessions, metrics })
+    : null;
   try {
     if (config.imap) {
       const imap = config.imap;

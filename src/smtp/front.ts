@@ -10,7 +10,9 @@ import type { Authenticator } from '../auth/authenticator.js';
 import type { ListenerConfig, SmtpConfig } from '../config/schema.js';
 import type { ClientConnection, TlsContext } from '../net/listener.js';
 import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
+import type { SessionRegistry } from '../net/session-registry.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { SHUTTING_DOWN, type SmtpReply, UNTRUSTED_PROXY_HEADER } from './replies.js';
 import { Submission } from './submission.js';
 
@@ -30,6 +32,8 @@ export interface SmtpDeps {
   tls: TlsContext;
   log: Logger;
   clock: () => number;
+  sessions?: Pick<SessionRegistry, 'add'>;
+  metrics?: Pick<GatewayMetrics, 'sessionOpened' | 'sessionClosed' | 'upstreamError' | 'connectionRefused'>;
 }
 
 type Mode = ListenerConfig['tls'];
@@ -90,6 +94,7 @@ export class SmtpFront {
         },
         'PROXY header from a peer not in proxyProtocol.trusted',
       );
+      this.deps.metrics?.connectionRefused('smtp', 'untrusted-proxy-header');
       return true;
     };
     if (conn.initialData.length) {
@@ -113,6 +118,9 @@ export class SmtpFront {
         log: this.deps.log,
         clock: this.deps.clock,
         localName: this.#localName,
+        ...(this.deps.sessions ? { sessions: this.deps.sessions } : {}),
+        ...(this.deps.metrics ? { metrics: this.deps.metrics } : {}),
+        kick: (r) => this.#kick(conn.id, r),
       }),
     );
     this.#server(conn.listener.tls).connect(socket, {
@@ -135,6 +143,18 @@ export class SmtpFront {
     }
     await new Promise((r) => setTimeout(r, this.#sessions.size ? SHUTDOWN_LINGER_MS : 0));
     for (const s of this.#sessions.values()) s.conn.socket.destroy();
+  }
+
+  /** Sends the reply on the session's current socket (TLS or not) and closes: 4xx/5xx through smtp-server. */
+  #kick(id: string, r: SmtpReply): void {
+    for (const server of this.#servers.values()) {
+      for (const c of server.connections) {
+        if (c.id !== id) continue;
+        c.send(r.code, r.text);
+        c.close();
+        return;
+      }
+    }
   }
 
   #server(mode: Mode): SMTPServer {

@@ -95,6 +95,10 @@ export const UPSTREAM_PROTOCOL = reply(
 );
 export const UNSUPPORTED_PARAMETER = (param: string): SmtpReply =>
   reply(555, `5.5.4 ${param} is not supported by the mail server.`);
+export const CREDENTIAL_CHANGED = reply(
+  421,
+  "4.7.0 This account's password was changed; please log in again with the new password.",
+);
 export const SHUTTING_DOWN = reply(421, '4.3.2 Service shutting down, please try again later.');
 export const UNTRUSTED_PROXY_HEADER = reply(
   421,

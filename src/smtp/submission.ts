@@ -3,13 +3,16 @@ import type { Account } from '../accounts/store.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { SmtpConfig } from '../config/schema.js';
 import type { ClientConnection } from '../net/listener.js';
+import type { SessionRegistry } from '../net/session-registry.js';
 import type { Logger } from '../observability/logger.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
 import { mailCommand, ownsSender, queueIdOf, rcptCommand } from './envelope.js';
 import {
   AUTH_TEMP_FAILED,
   AUTHZID_REFUSED,
   authFailureReply,
+  CREDENTIAL_CHANGED,
   SENDER_NOT_OWNED,
   type SmtpReply,
   TOO_MANY_AUTH_FAILURES,
@@ -45,6 +48,11 @@ export interface SubmissionDeps {
   clock: () => number;
   /** The gateway's name, for EHLO to the store. */
   localName: string;
+  /** Logged-in sessions by account, so that a credential change ends them (S4, S14). */
+  sessions?: Pick<SessionRegistry, 'add'>;
+  metrics?: Pick<GatewayMetrics, 'sessionOpened' | 'sessionClosed' | 'upstreamError'>;
+  /** Ends the client's connection with this reply (smtp-server sends it, then closes). */
+  kick: (reply: SmtpReply) => void;
 }
 
 export type AuthOutcome = { ok: true; login: string } | { ok: false; reply: SmtpReply };
@@ -72,6 +80,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class Submission {
   #account: Account | null = null;
   #credential = '';
+  #unregister: (() => void) | null = null;
   #upstream: SmtpUpstream | null = null;
   /** The store has a MAIL FROM that no final reply has closed yet; the next MAIL needs an RSET first. */
   #inTransaction = false;
@@ -96,6 +105,15 @@ export class Submission {
   /** After STARTTLS (RFC 3207 §4.2) nothing learnt before TLS stays: no login, no store session. */
   resetAfterTls(): void {
     this.#dropUpstream();
+    this.#loggedOut();
+  }
+
+  #loggedOut(): void {
+    if (this.#unregister) {
+      this.#unregister();
+      this.#unregister = null;
+      this.deps.metrics?.sessionClosed('smtp');
+    }
     this.#account = null;
   }
 
@@ -149,6 +167,31 @@ export class Submission {
     }
     this.#account = result.account;
     this.#credential = result.credential;
+    this.deps.metrics?.sessionOpened('smtp');
+    this.#unregister =
+      this.deps.sessions?.add({
+        id: this.conn.id,
+        login: result.account.login,
+        credential: result.credential,
+        version: result.version,
+        // The password this session logged in with was replaced or revoked (S4): end it. A
+        // message in DATA is abandoned at the store (never acknowledged); the client resends
+        // it after logging in again with the new password.
+        close: (reason) => {
+          this.deps.log.info(
+            {
+              event: 'session',
+              session: this.conn.id,
+              protocol: 'smtp',
+              login: result.account.login,
+              reason,
+            },
+            'ending session',
+          );
+          this.#dropUpstream();
+          this.deps.kick(CREDENTIAL_CHANGED);
+        },
+      }) ?? null;
     return { ok: true, login: result.account.login };
   }
 
@@ -316,6 +359,7 @@ export class Submission {
 
   #logUpstream(err: unknown, login: string, msg: string): void {
     const code = err instanceof MailgateError ? err.code : 'MG_INTERNAL';
+    this.deps.metrics?.upstreamError('smtp', code);
     if (!(err instanceof MailgateError))
       this.deps.log.error({ event: 'error', session: this.conn.id, err }, 'unexpected error in SMTP relay');
     this.deps.log.warn(
@@ -338,13 +382,15 @@ export class Submission {
     if (this.#upstream?.alive && !this.#inTransaction) this.#upstream.quit();
     else this.#upstream?.destroy();
     this.#upstream = null;
+    const login = this.#account?.login ?? null;
+    this.#loggedOut();
     this.deps.log.info(
       {
         event: 'session',
         session: this.conn.id,
         ip: this.conn.clientIp,
         protocol: 'smtp',
-        login: this.#account?.login ?? null,
+        login,
         credential: this.#credential || null,
         messages: this.#messages,
         reason,

@@ -464,6 +464,19 @@ describe('relay: the store decides, the client hears it, nothing is lost or doub
     }
   });
 
+  it('a replaced IMAP-only password ends the open SMTP session (S4); the new one works', async () => {
+    const c = await aliceSession();
+    try {
+      expect(await smtpCommand(c, 'MAIL FROM:<alice@example.jp>')).toMatch(/^250 /);
+      imapOnly = (await t.ops.issueImapPassword('alice@example.jp', { ifAbsent: false })).password!;
+      expect(await c.waitFor(/^421 /, { timeoutMs: 5_000 })).toMatch(/^421 4\.7\.0 .*password was changed/);
+      await c.waitClosed();
+    } finally {
+      c.close();
+    }
+    (await aliceSession()).close();
+  });
+
   it('a PROXY header from a peer that is not trusted is refused, not read as commands', async () => {
     const c = await RawClient.connect(t.smtpPort('none'), {
       prefix: 'PROXY TCP4 8.8.8.8 127.0.0.1 1 25\r\n',
