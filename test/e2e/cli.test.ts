@@ -262,7 +262,8 @@ describe('operator commands', () => {
       upstream: null,
       primaryPassword: true,
       imapPassword: null,
-      domesticPhase: 'off',
+      domestic: null,
+      exemptUntil: null,
     });
     expect(r.stdout).not.toContain('$argon2');
     expect(messages(r.stderr)).toEqual([]);
@@ -389,15 +390,35 @@ describe('operator commands', () => {
 
   it('rollout overseas enforce, shown by rollout status', async () => {
     const before = await mailgate(['rollout', 'status', '--json', ...cfg()]);
-    expect(JSON.parse(before.stdout)).toEqual({ overseas: 'off', domesticAll: 'off', accounts: 2 });
+    expect(JSON.parse(before.stdout)).toMatchObject({
+      overseas: { phase: 'off', scheduled: [] },
+      domesticWaves: [],
+      accounts: 2,
+      domesticCohorts: [],
+    });
     const r = await mailgate(['rollout', 'overseas', 'enforce', ...cfg()]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe('overseas restriction: enforce\n');
+    expect(r.stdout).toMatch(/^overseas restriction enforce from \S+; in force now: enforce\n$/);
     const after = await mailgate(['rollout', 'status', '--json', ...cfg()]);
     expect(after.code).toBe(0);
-    expect(JSON.parse(after.stdout)).toEqual({ overseas: 'enforce', domesticAll: 'off', accounts: 2 });
+    expect(JSON.parse(after.stdout)).toMatchObject({ overseas: { phase: 'enforce' }, accounts: 2 });
     const text = await mailgate(['rollout', 'status', ...cfg()]);
-    expect(text.stdout).toMatch(/^overseas: +enforce$/m);
+    expect(text.stdout).toMatch(/^overseas restriction: +enforce$/m);
+  });
+
+  it('rollout overseas --at schedules the phase', async () => {
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    const r = await mailgate(['rollout', 'overseas', 'off', '--at', at, '--json', ...cfg()]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      rule: { phase: 'off', at: Date.parse(at) },
+      phaseNow: 'enforce',
+    });
+    const status = await mailgate(['rollout', 'status', '--json', ...cfg()]);
+    expect(JSON.parse(status.stdout).overseas).toEqual({
+      phase: 'enforce',
+      scheduled: [{ phase: 'off', at }],
+    });
   });
 
   it('rollout domestic for named logins', async () => {
@@ -412,35 +433,106 @@ describe('operator commands', () => {
       ...cfg(),
     ]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`domestic restriction enforce for ${ALICE}, ${BOB}\n`);
+    expect(r.stdout).toMatch(/^domestic restriction enforce for 2 account\(s\) from \S+\n$/);
     for (const login of [ALICE, BOB]) {
       const show = await mailgate(['account', 'show', login, '--json', ...cfg()]);
-      expect(JSON.parse(show.stdout)).toMatchObject({ domesticPhase: 'enforce' });
+      expect(JSON.parse(show.stdout)).toMatchObject({ domestic: { phase: 'enforce' } });
     }
     const status = await mailgate(['rollout', 'status', '--json', ...cfg()]);
-    expect(JSON.parse(status.stdout)).toMatchObject({ domesticAll: 'off' });
+    expect(JSON.parse(status.stdout).domesticCohorts).toEqual([
+      { phase: 'enforce', cohort: 'explicit', accounts: 2, withoutImapPassword: 1 },
+    ]);
+  });
+
+  it('rollout domestic --users FILE', async () => {
+    const file = join(dirname(configFile), 'wave.txt');
+    writeFileSync(file, `# wave 2\n${ALICE}\n\n${BOB}  # second\n`);
+    const r = await mailgate(['rollout', 'domestic', 'warn', '--users', file, '--json', ...cfg()]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ phase: 'warn', logins: [ALICE, BOB] });
   });
 
   it('rollout domestic --all', async () => {
     const r = await mailgate(['rollout', 'domestic', 'warn', '--all', '--json', ...cfg()]);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ phase: 'warn', logins: 'all' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ phase: 'warn', percent: 100 });
     const status = await mailgate(['rollout', 'status', '--json', ...cfg()]);
-    expect(JSON.parse(status.stdout)).toEqual({ overseas: 'enforce', domesticAll: 'warn', accounts: 2 });
+    expect(JSON.parse(status.stdout)).toMatchObject({
+      overseas: { phase: 'enforce' },
+      domesticWaves: [{ percent: 100, phase: 'warn', active: true }],
+      domesticCohorts: [{ phase: 'warn', cohort: 'all', accounts: 2 }],
+    });
   });
 
-  it('rollout domestic needs exactly one of --login and --all: exit 2', async () => {
+  it('rollout domestic needs exactly one target: exit 2, nothing changed', async () => {
     for (const args of [
       ['rollout', 'domestic', 'enforce'],
       ['rollout', 'domestic', 'enforce', '--all', '--login', ALICE],
+      ['rollout', 'domestic', 'enforce', '--percent', '10', '--all'],
     ]) {
       const r = await mailgate([...args, ...cfg()]);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stdout).toBe('');
-      expect(messages(r.stderr)).toEqual(['mailgate: give --login LOGIN (one or more) or --all']);
+      expect(messages(r.stderr)).toEqual([
+        'mailgate: give exactly one of --login LOGIN..., --users FILE, --percent N, --all',
+      ]);
     }
     const status = await mailgate(['rollout', 'status', '--json', ...cfg()]);
-    expect(JSON.parse(status.stdout)).toMatchObject({ domesticAll: 'warn' });
+    expect(JSON.parse(status.stdout).domesticCohorts).toEqual([
+      expect.objectContaining({ phase: 'warn', cohort: 'all', accounts: 2 }),
+    ]);
+  });
+
+  it('bad percentages, times and files exit 2 and change nothing', async () => {
+    const before = (await mailgate(['rollout', 'status', '--json', ...cfg()])).stdout;
+    const missing = join(dirname(configFile), 'no-such-file.txt');
+    const empty = join(dirname(configFile), 'empty.txt');
+    writeFileSync(empty, '# nobody\n');
+    for (const [args, message] of [
+      [['--percent', '0'], /--percent must be a number above 0 and at most 100/],
+      [['--percent', '101'], /--percent must be/],
+      [['--percent', 'ten'], /--percent must be/],
+      [['--percent', '10.123'], /--percent must be/],
+      [['--all', '--at', 'tomorrow'], /--at must be an ISO 8601 time/],
+      [['--users', missing], /cannot read .*no-such-file\.txt: ENOENT/],
+      [['--users', empty], /no logins/],
+    ] as Array<[string[], RegExp]>) {
+      const r = await mailgate(['rollout', 'domestic', 'enforce', ...args, ...cfg()]);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(messages(r.stderr)).toEqual([expect.stringMatching(message)]);
+    }
+    expect(
+      (await mailgate(['rollout', 'status', '--json', ...cfg()])).stdout.replace(/"now":"[^"]+"/, ''),
+    ).toBe(before.replace(/"now":"[^"]+"/, ''));
+  });
+
+  it('an unknown login in a --users file changes no account', async () => {
+    const file = join(dirname(configFile), 'wave-bad.txt');
+    writeFileSync(file, `${ALICE}\nnobody@example.jp\n`);
+    const r = await mailgate(['rollout', 'domestic', 'off', '--users', file, ...cfg()]);
+    expect(r.code).toBe(1);
+    expect(messages(r.stderr)).toEqual(['mailgate: no account "nobody@example.jp"; nothing changed']);
+    const show = await mailgate(['account', 'show', ALICE, '--json', ...cfg()]);
+    expect(JSON.parse(show.stdout)).toMatchObject({ domestic: { phase: 'warn' } });
+  });
+
+  it('exempt and unlock: unknown login exits 1, a past --until exits 2', async () => {
+    const until = new Date(Date.now() + 86_400_000).toISOString();
+    const ok = await mailgate(['rollout', 'exempt', ALICE, '--until', until, '--json', ...cfg()]);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ login: ALICE, until });
+    expect(
+      (await mailgate(['rollout', 'exempt', ALICE, '--until', '2001-01-01T00:00Z', ...cfg()])).code,
+    ).toBe(2);
+    expect(
+      (await mailgate(['rollout', 'exempt', 'nobody@example.jp', '--until', until, ...cfg()])).code,
+    ).toBe(1);
+    const end = await mailgate(['rollout', 'exempt', ALICE, '--until', 'now', '--json', ...cfg()]);
+    expect(JSON.parse(end.stdout)).toEqual({ login: ALICE, until: null });
+    expect((await mailgate(['unlock', ALICE, ...cfg()])).code).toBe(0);
+    const unknown = await mailgate(['unlock', 'nobody@example.jp', ...cfg()]);
+    expect(unknown.code).toBe(1);
+    expect(messages(unknown.stderr)).toEqual(['mailgate: no account "nobody@example.jp"']);
   });
 
   it('a bad phase exits 2', async () => {
@@ -455,7 +547,7 @@ describe('operator commands', () => {
       ]);
     }
     const status = await mailgate(['rollout', 'status', '--json', ...cfg()]);
-    expect(JSON.parse(status.stdout)).toMatchObject({ overseas: 'enforce', domesticAll: 'warn' });
+    expect(JSON.parse(status.stdout)).toMatchObject({ overseas: { phase: 'enforce' } });
   });
 
   it('unknown options and missing arguments exit 2', async () => {
@@ -479,13 +571,13 @@ describe('operator commands', () => {
   it('works from any working directory', async () => {
     const r = await mailgate(['rollout', 'status', '--json', '--config', configFile], { cwd: tmpdir() });
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ overseas: 'enforce' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ overseas: { phase: 'enforce' } });
     // A relative --config is relative to the working directory.
     const rel = await mailgate(['rollout', 'status', '--json', '--config', 'mailgate.yaml'], {
       cwd: dirname(configFile),
     });
     expect(rel.code).toBe(0);
-    expect(JSON.parse(rel.stdout)).toMatchObject({ overseas: 'enforce' });
+    expect(JSON.parse(rel.stdout)).toMatchObject({ overseas: { phase: 'enforce' } });
   });
 
   it('no output but the issue command’s own stdout ever contains an issued password or the primary', () => {
