@@ -8,11 +8,12 @@ import { startGateway } from '../main.js';
 import { createLogger } from '../observability/logger.js';
 import { makeCertificate } from './cert.js';
 import { freePort } from './ports.js';
-import { startDovecot, startRedis } from './servers.js';
+import { startDovecot, startPostfix, startRedis } from './servers.js';
 
 /**
- * scripts/demo: a private Redis and Dovecot in a temporary folder, demo accounts, and the
- * gateway in front of them on loopback, until Ctrl-C. Everything it starts, it stops.
+ * scripts/demo: a private Redis, Dovecot and Postfix (the SMTP upstream, delivering to Dovecot
+ * over LMTP) in a temporary folder, demo accounts, and the gateway (IMAP and SMTP submission)
+ * in front of them on loopback, until Ctrl-C. Everything it starts, it stops.
  */
 
 const BIN = resolve(import.meta.dirname, '../../bin/mailgate');
@@ -27,8 +28,12 @@ async function main(): Promise<void> {
       { user: 'taro', password: 'store-only-secret' },
       { user: 'hanako', password: 'store-only-secret' },
     ],
+    lmtp: true,
   });
+  say('Starting a private Postfix (the SMTP upstream, delivering to Dovecot)...');
+  const postfix = await startPostfix({ deliverTo: dovecot, users: ['taro', 'hanako'] });
   const [imaps, imap] = [await freePort(), await freePort()];
+  const [smtps, submission] = [await freePort(), await freePort()];
   const tls = makeCertificate(dir);
   const configFile = join(dir, 'mailgate.yaml');
   // JSON is YAML; the operator commands printed below use this same file.
@@ -48,6 +53,14 @@ async function main(): Promise<void> {
             servers: [`${dovecot.host}:${dovecot.port}`],
             login: { style: 'master', user: dovecot.masterUser, password: dovecot.masterPassword },
           },
+        },
+        smtp: {
+          listen: [
+            { host: '127.0.0.1', port: smtps, tls: 'implicit' },
+            { host: '127.0.0.1', port: submission, tls: 'starttls' },
+          ],
+          hostname: 'localhost',
+          upstream: { servers: [`${postfix.host}:${postfix.port}`], login: { style: 'xclient' } },
         },
         geo: {
           domesticCountries: ['JP'],
@@ -92,6 +105,8 @@ mailgate demo is running (self-signed certificate; logs: ${logFile}).
 
   IMAPS     127.0.0.1:${imaps}   (implicit TLS)
   IMAP      127.0.0.1:${imap}   (STARTTLS required before login)
+  SMTPS     127.0.0.1:${smtps}   (submission, implicit TLS, like port 465)
+  SMTP      127.0.0.1:${submission}   (submission, STARTTLS required before AUTH, like port 587)
 
 Accounts:
   taro@example.jp   (alias "taro")  IMAP-only password: ${password}
@@ -118,6 +133,14 @@ Or with Python (paste the whole block):
 
 Or Thunderbird: server 127.0.0.1, port ${imaps}, SSL/TLS, normal password, accept the certificate.
 
+Send taro a message over SMTPS with swaks; it is relayed to Postfix (XCLIENT) and delivered
+to Dovecot, where the openssl session above lists it after SELECT with
+"c FETCH 1:* BODY[HEADER.FIELDS (SUBJECT RECEIVED)]":
+  swaks --server 127.0.0.1:${smtps} --tls-on-connect --auth PLAIN \\
+    --auth-user taro@example.jp --auth-password '${password}' \\
+    --from taro@example.jp --to taro@example.jp --header 'Subject: sent through mailgate'
+(--tls with port ${submission} uses STARTTLS; a From other than taro's own addresses gets 553.)
+
 Try the rollout (in another terminal; takes effect on the next login):
   ${BIN} rollout domestic enforce --login hanako@example.jp --config ${configFile}
   ${BIN} imap-password issue hanako@example.jp --config ${configFile}
@@ -132,6 +155,7 @@ Ctrl-C stops everything.`);
   say('\nStopping...');
   await gateway.close();
   log.flush();
+  await postfix.stop();
   await Promise.allSettled([dovecot.stop(), redis.stop()]);
   rmSync(dir, { recursive: true, force: true });
   say('Stopped.');
