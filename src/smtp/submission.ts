@@ -147,10 +147,9 @@ export class Submission {
     password.fill(0);
     if (this.#closed) return { ok: false, reply: AUTH_TEMP_FAILED };
     if (result.kind !== 'allow') {
-      // A source that keeps failing is answered slowly (tarpit), when the authenticator says so.
-      const delayMs = 'delayMs' in result && typeof result.delayMs === 'number' ? result.delayMs : 0;
-      if (delayMs > 0) await sleep(delayMs);
       if (result.kind === 'tempfail') return { ok: false, reply: authFailureReply(result) };
+      // A source that keeps failing is answered slowly (tarpit), as the authenticator says.
+      if (result.delayMs > 0) await sleep(result.delayMs);
       return this.#authFailed(authFailureReply(result));
     }
     // Like IMAP: the login is only complete once the store has taken the user, so that a
