@@ -50,12 +50,12 @@ export interface Authenticator {
 }
 
 export interface AuthenticatorDeps {
-  accounts: Pick<AccountStore, 'lookupForLogin'>;
+  accounts: Pick<AccountStore, 'lookupForLogin' | 'replacePrimaryHash'>;
   lockout: Pick<LockoutStore, 'recordFailure' | 'recordSuccess'>;
   lockoutConfig: LockoutConfig;
   rollout: Pick<RolloutStore, 'record'>;
   geo: { lookup(ip: string): GeoAnswer };
-  hasher: Pick<PasswordHasher, 'verify' | 'verifyDummy'>;
+  hasher: Pick<PasswordHasher, 'verify' | 'verifyDummy' | 'hash' | 'needsRehash'>;
   notices: NoticeSink;
   log: Logger;
   clock: () => number;
@@ -95,6 +95,26 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     if (!account?.primaryHash) await hasher.verifyDummy(password);
     await hasher.verifyDummy(password);
     return 'none';
+  }
+
+  /**
+   * Rehash on login (as Dovecot and Django do): a primary hash imported as bcrypt, or with
+   * older argon2 parameters, is replaced by one with the configured parameters the first time
+   * its password is seen. Compare-and-set, so a concurrent set-primary wins. `password` is a
+   * copy, wiped afterwards.
+   */
+  async function rehash(login: string, oldHash: string, password: Buffer): Promise<void> {
+    try {
+      const fresh = await hasher.hash(password);
+      if (await accounts.replacePrimaryHash(login, oldHash, fresh)) {
+        log.info(
+          { event: 'rehash', login },
+          'primary password hash upgraded to the configured argon2id parameters',
+        );
+      }
+    } finally {
+      password.fill(0);
+    }
   }
 
   async function authenticate(req: AuthRequest): Promise<AuthResult> {
@@ -161,6 +181,13 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
           background('stats', req.sessionId, rollout.record('would-refuse', r, cohortOf(r), started));
         }
         background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
+        if (decision.credential === 'primary' && acct.primaryHash && hasher.needsRehash(acct.primaryHash)) {
+          background(
+            'rehash',
+            req.sessionId,
+            rehash(acct.login, acct.primaryHash, Buffer.from(req.password)),
+          );
+        }
         log.info(
           {
             ...logLine,

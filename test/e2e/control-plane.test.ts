@@ -1,3 +1,5 @@
+import { hash as argon2HashOf } from '@node-rs/argon2';
+import { hash as bcryptHashOf } from '@node-rs/bcrypt';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
@@ -61,7 +63,10 @@ beforeAll(async () => {
   [redis, dovecot] = await Promise.all([
     startRedis(),
     startDovecot({
-      users: ['kenji', 'yumi', 'sprayed', ...users].map((user) => ({ user, password: 'store-secret' })),
+      users: ['kenji', 'yumi', 'sprayed', 'wave9', ...users].map((user) => ({
+        user,
+        password: 'store-secret',
+      })),
     }),
   ]);
   t = await startTestGateway({ redis, dovecot, keyPrefix: 'cp:' });
@@ -207,6 +212,32 @@ describe('rollout engine end to end', () => {
     expect(Date.now() - changed).toBeLessThan(1_000 + 5_000); // bounded by the login itself
     await strict.ops.setOverseasPhase('off');
     expect(await loginFrom(t, ABROAD, 'wave4@example.jp', PRIMARY)).toMatch(/^a OK/);
+  });
+});
+
+describe('rehash on login', () => {
+  it('a bcrypt or differently tuned argon2 primary hash is upgraded on the first successful login', async () => {
+    const bcryptHash = await bcryptHashOf('old-system-pw', 4);
+    const argonHash = await argon2HashOf('old-argon-pw', {
+      memoryCost: 128,
+      timeCost: 1,
+      parallelism: 1,
+      algorithm: 2,
+    });
+    await t.ops.addAccount({ login: 'legacy1@example.jp', primaryHash: bcryptHash, upstreamUser: 'wave9' });
+    await t.ops.addAccount({ login: 'legacy2@example.jp', primaryHash: argonHash, upstreamUser: 'wave9' });
+    expect(await loginFrom(t, JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
+    expect(await loginFrom(t, JAPAN, 'legacy2@example.jp', 'old-argon-pw')).toMatch(/^a OK/);
+    const configured = /^\$argon2id\$v=19\$m=64,t=1,p=1\$/;
+    await waitUntil(async () =>
+      configured.test((await t.redis.hget('cp:account:legacy1@example.jp', 'primaryHash')) ?? ''),
+    );
+    await waitUntil(async () =>
+      configured.test((await t.redis.hget('cp:account:legacy2@example.jp', 'primaryHash')) ?? ''),
+    );
+    // Same password, new hash: the login still works, and no session was ended for it.
+    expect(await loginFrom(t, JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
+    expect(await t.redis.hget('cp:account:legacy1@example.jp', 'primaryVersion')).toBe('0');
   });
 });
 
