@@ -13,8 +13,9 @@ import { RawClient } from '../support/raw-client.js';
 import { messagesWith, plain, smtpCommand, smtpSession, waitForMessage } from '../support/smtp.js';
 
 /**
- * The SMTP front's limits (issue #4 §4) and the other way of identifying the user to the
- * store: master AUTH (SASL PLAIN with authzid) through Postfix's Dovecot SASL.
+ * The SMTP front's limits (issue #4 §4), requireSenderMatch: false, and the other way of
+ * identifying the user to the store: master AUTH (SASL PLAIN with authzid) through Postfix's
+ * Dovecot SASL.
  */
 
 const PW = 'limits-test-password';
@@ -51,6 +52,7 @@ beforeAll(async () => {
         user: dovecot.masterUser,
         password: dovecot.masterPassword,
       };
+      raw.smtp.requireSenderMatch = false;
       raw.smtp.limits = {
         maxRecipientsPerMessage: 2,
         maxMessagesPerSession: 2,
@@ -89,6 +91,18 @@ describe('master AUTH to the store', () => {
     expect(await waitForMessage(dovecot, 'bob', m)).toMatch(/\(Authenticated sender: alice\)/);
     // Never the master password in our logs.
     expect(t.logs.raw.join('\n')).not.toContain(dovecot.masterPassword);
+  });
+});
+
+describe('requireSenderMatch: false', () => {
+  it('relays an envelope sender that is not one of the account addresses', async () => {
+    const c = await authed();
+    try {
+      expect(await smtpCommand(c, 'MAIL FROM:<newsletter@other.example>')).toMatch(/^250 /);
+      expect(await smtpCommand(c, 'RCPT TO:<bob@example.jp>')).toMatch(/^250 /);
+    } finally {
+      c.close();
+    }
   });
 });
 

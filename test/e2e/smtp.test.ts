@@ -136,6 +136,24 @@ describe('real clients submit through the gateway, and the message is read back 
     expect(sub.size).toBeGreaterThan(0);
   });
 
+  it('an IPv6 client reaches Postfix as ADDR=IPV6:... and is logged with its address', async () => {
+    const m = marker();
+    const from = (await postfix.readLog()).length;
+    const c = await smtpSession(t.smtpPort('implicit'), { tls: true, from: '2001:db8::5' });
+    try {
+      expect(await smtpCommand(c, plain('bob@example.jp', PRIMARY))).toMatch(/^235 /);
+      expect(await smtpCommand(c, 'MAIL FROM:<bob@example.jp>')).toMatch(/^250 /);
+      expect(await smtpCommand(c, 'RCPT TO:<bob@example.jp>')).toMatch(/^250 /);
+      expect(await smtpCommand(c, 'DATA')).toMatch(/^354 /);
+      expect(await smtpCommand(c, `${message(m, 'bob@example.jp', 'bob@example.jp')}.`)).toMatch(/^250 /);
+    } finally {
+      c.close();
+    }
+    await postfix.waitForLog(/client=unknown\[2001:db8::5\]:40000, sasl_method=XCLIENT, sasl_username=bob/, {
+      from,
+    });
+  });
+
   it('swaks over 587 with STARTTLS', async () => {
     const m = marker();
     const { stdout } = await run('swaks', [
