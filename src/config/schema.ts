@@ -86,8 +86,11 @@ const smtpLimits = z.strictObject({
     .default(35 * 1024 * 1024),
   maxMessagesPerSession: z.number().int().min(1).default(100),
   maxRecipientsPerMessage: z.number().int().min(1).default(100),
-  /** Commands other than AUTH before a successful AUTH, then 421 and close. */
-  maxUnauthenticatedCommands: z.number().int().min(3).max(1000).default(10),
+  /**
+   * Commands other than AUTH before a successful AUTH, then 421 and close. At least 4: on 587
+   * EHLO, STARTTLS and EHLO again come first, and smtp-server refuses the one that reaches it.
+   */
+  maxUnauthenticatedCommands: z.number().int().min(4).max(1000).default(10),
   /** Refused AUTH attempts on one connection, then 421 and close. */
   maxAuthFailures: z.number().int().min(1).max(100).default(3),
   /** Idle time while the gateway waits for the client (RFC 5321 §4.5.3.2: at least 5 minutes). */
