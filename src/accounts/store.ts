@@ -249,6 +249,9 @@ for _, a in ipairs(aliases) do
 end
 redis.call('DEL', key)
 redis.call('SREM', p .. 'logins', login)
+-- A login created again later starts without this one's known sources and account lock
+-- (per-source pair keys expire with their window).
+redis.call('DEL', p .. 'known:' .. login, p .. 'lock:acct:' .. login, p .. 'fail:acct:' .. login)
 announce(p, login, 'all', 0)
 return { 'removed', unpack(freed) }
 `;
