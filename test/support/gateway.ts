@@ -142,6 +142,8 @@ export async function startTestGateway(opts: {
   const log = createLogger('debug', logs);
   const gateway = await startGateway(config, { log });
   const redis = new Redis(opts.redis.url);
+  // Outage tests stop Redis under it; its reconnect errors are expected, not "unhandled".
+  redis.on('error', () => {});
   const ops = operatorServiceOn(redis, config, { log, actor: 'test' });
   return {
     gateway,
