@@ -8,6 +8,9 @@ import { resolve as resolvePath } from 'node:path';
 import maxmind, { type Reader, type Response } from 'maxmind';
 import { CidrError, CidrMap, parseCidr, parseIp } from '../net/cidr.js';
 import { ConfigError } from '../util/errors.js';
+import { AsnMmdb, loadBundledAsnTable, type Provider, type ProviderSource } from './asn.js';
+
+export type { Provider } from './asn.js';
 
 export type Location = 'domestic' | 'overseas';
 
@@ -32,6 +35,12 @@ export interface GeoOptions {
   domesticCountries: readonly string[];
   /** Location for addresses without a country: special-purpose, not in the database, invalid. */
   unknownCountry: Location;
+  /**
+   * Provider (AS) facts for `provider()`: `'bundled'` (the @ip-location-db/asn table, built in
+   * a worker thread after open; no provider until it is loaded), `'none'`, or the path of a
+   * GeoLite2-ASN / GeoIP2-ISP .mmdb (opened before open() returns). Default `'none'`.
+   */
+  asnDb?: string | undefined;
   /** `| undefined` so that a schema's parsed output (optional keys present as undefined) fits. */
   overrides: ReadonlyArray<{
     cidr: string;
@@ -39,6 +48,14 @@ export interface GeoOptions {
     asn?: number | undefined;
     org?: string | undefined;
   }>;
+}
+
+export interface ProvidersReady {
+  source: string;
+  /** From open() to the source answering. */
+  ms: number;
+  /** Memory of the bundled table's arrays; null for an .mmdb (maxmind reads the file). */
+  bytes: number | null;
 }
 
 export interface GeoDatabaseInfo {
@@ -105,6 +122,13 @@ export class Geo {
   readonly #noneAnswer: GeoAnswer;
   /** One frozen answer per country code seen in the database. */
   readonly #byCountry = new Map<string, GeoAnswer>();
+  /** Null until the bundled ASN table has loaded, or when asnDb is 'none'. */
+  #providers: ProviderSource | null = null;
+  #asnPath: string | null = null;
+  /** Provider answers of overrides that give an AS number, one per override. */
+  readonly #overrideProviders = new Map<GeoAnswer, Provider>();
+  /** Resolves when the provider source answers (null: none configured); rejects if it cannot load. */
+  providersReady: Promise<ProvidersReady | null> = Promise.resolve(null);
 
   private constructor(path: string, reader: Reader<Response>, opts: GeoOptions) {
     this.#path = path;
@@ -121,7 +145,44 @@ export class Geo {
   /** @throws ConfigError naming the option that cannot be used (missing file, bad CIDR, ...). */
   static async open(opts: GeoOptions): Promise<Geo> {
     const path = resolveDbPath(opts.countryDb);
-    return new Geo(path, await openReader(path), opts);
+    const geo = new Geo(path, await openReader(path), opts);
+    const asnDb = opts.asnDb ?? 'none';
+    if (asnDb === 'bundled') {
+      // Not awaited: logins go on (provider unknown) while the worker builds the table.
+      geo.providersReady = loadBundledAsnTable().then((load) => {
+        geo.#providers = load.table;
+        return { source: load.table.description, ms: load.ms, bytes: load.table.bytes };
+      });
+      // Callers that await it see a failure; the provider then stays unknown.
+      geo.providersReady.catch(() => {});
+    } else if (asnDb !== 'none') {
+      const started = performance.now();
+      geo.#asnPath = asnDb;
+      geo.#providers = await AsnMmdb.open(asnDb);
+      geo.providersReady = Promise.resolve({ source: asnDb, ms: performance.now() - started, bytes: null });
+    }
+    return geo;
+  }
+
+  /**
+   * The provider (AS number and organisation) of a client address: an override's `asn`, else
+   * the ASN source. Null for special-purpose addresses, addresses in no known range, and while
+   * the bundled table is still loading. Allocates nothing once an AS has been seen.
+   */
+  provider(ip: string): Provider | null {
+    const addr = parseIp(ip);
+    if (addr === null) return null;
+    const override = this.#overrides.getParsed(addr);
+    if (override?.asn !== undefined) {
+      let p = this.#overrideProviders.get(override);
+      if (p === undefined) {
+        p = Object.freeze({ asn: override.asn, org: override.org ?? null });
+        this.#overrideProviders.set(override, p);
+      }
+      return p;
+    }
+    if (this.#special.getParsed(addr) === true) return null;
+    return this.#providers?.lookup(addr) ?? null;
   }
 
   /** Never throws: an invalid address gets `source: 'none'`. */
@@ -146,6 +207,7 @@ export class Geo {
    */
   async reload(): Promise<void> {
     this.#reader = await openReader(this.#path);
+    if (this.#asnPath !== null) this.#providers = await AsnMmdb.open(this.#asnPath);
   }
 
   get database(): GeoDatabaseInfo {
