@@ -1,5 +1,5 @@
 import { checkPasswordHash } from '../auth/passwords.js';
-import { parseHostPort } from '../imap/upstream.js';
+import { parseHostPort } from '../net/upstream-connect.js';
 import { UsageError } from '../util/errors.js';
 import { checkLoginName } from './store.js';
 
@@ -259,9 +259,7 @@ export function checkFields(line: number, raw: RawFields): ImportRecord | Reject
   }
   if (raw.upstream !== undefined) {
     if (raw.upstream) {
-      try {
-        parseHostPort(raw.upstream);
-      } catch {
+      if (!parseHostPort(raw.upstream)) {
         return reject(line, login, 'bad-upstream', `upstream "${raw.upstream}" is not HOST:PORT`);
       }
     }

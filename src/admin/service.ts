@@ -10,7 +10,7 @@ import { type Account, AccountStore, checkLoginName } from '../accounts/store.js
 import { checkPasswordHash, checkPhc, generateImapPassword, PasswordHasher } from '../auth/passwords.js';
 import type { Phase } from '../auth/policy.js';
 import type { Config } from '../config/schema.js';
-import { parseHostPort } from '../imap/upstream.js';
+import { parseHostPort } from '../net/upstream-connect.js';
 import type { Logger } from '../observability/logger.js';
 import {
   bucketOf,
@@ -99,11 +99,8 @@ export function createOperatorService(deps: OperatorDeps) {
         throw new UsageError(`msisdn "${input.msisdn}" is not an E.164 number like +819012345678`);
       }
       if (input.upstream !== undefined) {
-        try {
-          parseHostPort(input.upstream);
-        } catch {
+        if (!parseHostPort(input.upstream))
           throw new UsageError(`upstream "${input.upstream}" is not HOST:PORT`);
-        }
       }
       if (input.primaryPassword !== undefined && input.primaryPassword.length === 0) {
         throw new UsageError('the primary password is empty');

@@ -1,6 +1,7 @@
-import net from 'node:net';
+import type net from 'node:net';
 import tls from 'node:tls';
 import type { ImapConfig } from '../config/schema.js';
+import { connectUpstream } from '../net/upstream-connect.js';
 import { MailgateError } from '../util/errors.js';
 import { quoteImapString } from './replies.js';
 
@@ -52,12 +53,6 @@ export interface UpstreamSession {
   capabilities: string;
 }
 
-export function parseHostPort(hp: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(hp);
-  if (!m) throw new UpstreamConnectError(`bad upstream address ${hp}`);
-  return { host: m[1]!, port: Number(m[2]) };
-}
-
 export async function loginUpstream(
   cfg: ImapConfig['upstream'],
   req: UpstreamLoginRequest,
@@ -66,7 +61,7 @@ export async function loginUpstream(
   for (const server of req.servers) {
     let socket: net.Socket;
     try {
-      socket = await connect(cfg, server);
+      socket = await connectUpstream(server, cfg, (m, cause) => new UpstreamConnectError(m, { cause }));
     } catch (err) {
       lastError = err;
       continue; // connect failures move on to the next server
@@ -80,42 +75,6 @@ export async function loginUpstream(
     }
   }
   throw lastError;
-}
-
-function connect(cfg: ImapConfig['upstream'], server: string): Promise<net.Socket> {
-  const { host, port } = parseHostPort(server);
-  return new Promise((resolve, reject) => {
-    const socket =
-      cfg.tls === 'implicit'
-        ? tls.connect({
-            host,
-            port,
-            servername: net.isIP(host) ? '' : host,
-            rejectUnauthorized: cfg.tlsVerify,
-          })
-        : net.connect({ host, port });
-    const ready = cfg.tls === 'implicit' ? 'secureConnect' : 'connect';
-    const timer = setTimeout(
-      () => fail(new UpstreamConnectError(`${server}: connect timed out`)),
-      cfg.connectTimeoutMs,
-    );
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(
-        err instanceof MailgateError
-          ? err
-          : new UpstreamConnectError(`${server}: ${err.message}`, { cause: err }),
-      );
-    };
-    socket.once('error', fail);
-    socket.once(ready, () => {
-      clearTimeout(timer);
-      socket.off('error', fail);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-  });
 }
 
 /** Reads CRLF lines from the upstream, one conversation step at a time. */

@@ -2,6 +2,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
 import type { SmtpUpstreamConfig } from '../config/schema.js';
+import { connectUpstream } from '../net/upstream-connect.js';
 import { MailgateError } from '../util/errors.js';
 import { DotStuffer } from './dot-stuffing.js';
 
@@ -221,7 +222,11 @@ export class SmtpUpstream {
     for (const server of req.servers) {
       let up: SmtpUpstream;
       try {
-        up = new SmtpUpstream(cfg, await connect(cfg, server), server);
+        up = new SmtpUpstream(
+          cfg,
+          await connectUpstream(server, cfg, (m, cause) => new SmtpUpstreamConnectError(m, { cause })),
+          server,
+        );
         // A store that cannot greet (421 while it starts or is overloaded) counts as not
         // reachable: the next server may do better.
         await up.#greeting();
@@ -452,45 +457,6 @@ export function xclientAttributes(
     .filter(([k]) => names.has(k))
     .map(([k, v]) => `${k}=${xtext(v)}`)
     .join(' ');
-}
-
-function connect(cfg: SmtpUpstreamConfig, server: string): Promise<net.Socket> {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(server);
-  if (!m) return Promise.reject(new SmtpUpstreamConnectError(`bad upstream address ${server}`));
-  const host = m[1]!;
-  const port = Number(m[2]);
-  return new Promise((resolve, reject) => {
-    const socket =
-      cfg.tls === 'implicit'
-        ? tls.connect({
-            host,
-            port,
-            servername: net.isIP(host) ? '' : host,
-            rejectUnauthorized: cfg.tlsVerify,
-          })
-        : net.connect({ host, port });
-    const ready = cfg.tls === 'implicit' ? 'secureConnect' : 'connect';
-    const timer = setTimeout(
-      () => fail(new SmtpUpstreamConnectError(`${server}: connect timed out`)),
-      cfg.connectTimeoutMs,
-    );
-    const fail = (err: Error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(
-        err instanceof MailgateError
-          ? err
-          : new SmtpUpstreamConnectError(`${server}: ${err.message}`, { cause: err }),
-      );
-    };
-    socket.once('error', fail);
-    socket.once(ready, () => {
-      clearTimeout(timer);
-      socket.off('error', fail);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-  });
 }
 
 function upgrade(
