@@ -231,6 +231,97 @@ const admin = z
     });
   });
 
+const clockTime = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected HH:MM (24-hour clock)');
+
+/** An IANA time zone name that this Node.js knows (Intl), e.g. Asia/Tokyo. */
+export const timeZone = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'expected an IANA time zone such as Asia/Tokyo');
+
+const notifyWorker = z.strictObject({
+  /** Run a delivery worker inside `serve` (as well as, or instead of, `notify worker`). */
+  inServe: z.boolean().default(true),
+  /** Webhook requests in flight at once per worker. */
+  concurrency: z.number().int().min(1).max(256).default(8),
+  /** Delivery attempts before a notice goes to the dead-letter stream. */
+  maxAttempts: z.number().int().min(1).max(100).default(8),
+  backoff: z
+    .strictObject({
+      baseMs: z.number().int().min(10).default(2_000),
+      maxMs: z.number().int().min(10).default(600_000),
+    })
+    .default({ baseMs: 2_000, maxMs: 600_000 }),
+  /** A notice delivered to a worker that has not finished it within this is taken over by another. */
+  claimIdleMs: z.number().int().min(100).default(60_000),
+});
+
+const notify = z
+  .strictObject({
+    /** The SMS gateway. Absent: notices are only logged (event notify); no outbox, no worker. */
+    webhook: z
+      .strictObject({
+        url: z.string().regex(/^https?:\/\/\S+$/, 'expected an http:// or https:// URL'),
+        /** Sent as Authorization: Bearer <token>. */
+        token: z.string().min(1).optional(),
+        timeoutMs: z.number().int().min(100).default(10_000),
+      })
+      .optional(),
+    worker: notifyWorker.default(notifyWorker.parse({})),
+    /** The same notice to the same account at most once per window. */
+    dedupeWindowMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(24 * 3_600_000),
+    /** Notices per account per day (the subscriber's day); 0: no cap. */
+    dailyCap: z.number().int().min(0).default(5),
+    /** Notices that fall in these hours (subscriber's time zone) wait until the end; null: none. */
+    quietHours: z.strictObject({ start: clockTime, end: clockTime }).nullable().default(null),
+    loginNotification: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** A provider (AS) or country not seen for this long is "unusual" (S11). */
+        windowDays: z.number().int().min(1).max(3650).default(90),
+        /** Notify the very first recorded login of an account too. */
+        notifyFirstLogin: z.boolean().default(false),
+      })
+      .default({ enabled: true, windowDays: 90, notifyFirstLogin: false }),
+    /** For accounts that do not set their own language or time zone. */
+    defaults: z
+      .strictObject({ lang: z.enum(['ja', 'en']).default('ja'), tz: timeZone.default('Asia/Tokyo') })
+      .default({ lang: 'ja', tz: 'Asia/Tokyo' }),
+    /** The service name at the head of every message, per language. */
+    brand: z
+      .strictObject({
+        ja: z.string().min(1).default('メールサービス'),
+        en: z.string().min(1).default('Mail service'),
+      })
+      .default({ ja: 'メールサービス', en: 'Mail service' }),
+    /** Pages named in the messages: where to issue an IMAP-only password, and web mail. */
+    links: z
+      .strictObject({ imapPassword: z.string().min(1).optional(), webmail: z.string().min(1).optional() })
+      .default({}),
+  })
+  .superRefine((n, ctx) => {
+    if (n.webhook && n.worker.claimIdleMs <= n.webhook.timeoutMs)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['worker', 'claimIdleMs'],
+        message: 'must be above notify.webhook.timeoutMs (else a slow request is taken over and sent twice)',
+      });
+    if (n.worker.backoff.maxMs < n.worker.backoff.baseMs)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['worker', 'backoff', 'maxMs'],
+        message: 'must be at least baseMs',
+      });
+  });
+
 export const configSchema = z.strictObject({
   log: z
     .strictObject({
@@ -257,6 +348,8 @@ export const configSchema = z.strictObject({
   lockout: lockout.default(lockout.parse({})),
   /** The admin HTTP API; absent: no admin listener. */
   admin: admin.optional(),
+  /** Subscriber notifications (SMS): outbox, delivery worker, dedupe and throttling (S7, S8, S11, S12). */
+  notify: notify.default(notify.parse({})),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -269,3 +362,4 @@ export type UpstreamLoginConfig = z.infer<typeof upstreamLogin>;
 export type Argon2Params = z.infer<typeof argon2>;
 export type AdminConfig = NonNullable<Config['admin']>;
 export type LockoutConfig = z.infer<typeof lockout>;
+export type NotifyConfig = z.infer<typeof notify>;

@@ -84,7 +84,38 @@ describe('defaults', () => {
         lockMs: 1_800_000,
         knownSourceMs: 2_592_000_000,
       },
+      notify: {
+        worker: {
+          inServe: true,
+          concurrency: 8,
+          maxAttempts: 8,
+          backoff: { baseMs: 2_000, maxMs: 600_000 },
+          claimIdleMs: 60_000,
+        },
+        dedupeWindowMs: 86_400_000,
+        dailyCap: 5,
+        quietHours: null,
+        loginNotification: { enabled: true, windowDays: 90, notifyFirstLogin: false },
+        defaults: { lang: 'ja', tz: 'Asia/Tokyo' },
+        brand: { ja: 'メールサービス', en: 'Mail service' },
+        links: {},
+      },
     });
+  });
+
+  it('notify: bad quiet hours, time zone or a claim time below the webhook timeout name the key', () => {
+    const raw = minimal();
+    raw.notify = { quietHours: { start: '25:00', end: '08:00' } };
+    expect(problem(raw)).toBe('notify.quietHours.start: expected HH:MM (24-hour clock)');
+    raw.notify = { defaults: { tz: 'Asia/Nowhere' } };
+    expect(problem(raw)).toBe('notify.defaults.tz: expected an IANA time zone such as Asia/Tokyo');
+    raw.notify = {
+      webhook: { url: 'http://127.0.0.1:9/sms', timeoutMs: 5_000 },
+      worker: { claimIdleMs: 5_000 },
+    };
+    expect(problem(raw)).toMatch(/^notify\.worker\.claimIdleMs: must be above notify\.webhook\.timeoutMs/);
+    raw.notify = { webhook: { url: 'ftp://x' } };
+    expect(problem(raw)).toBe('notify.webhook.url: expected an http:// or https:// URL');
   });
 
   it('an imap section gets its defaults', () => {
