@@ -23,6 +23,7 @@ export default defineConfig({
           include: ['test/e2e/**/*.test.ts'],
           environment: 'node',
           fileParallelism: false,
+          globalSetup: ['test/support/build.ts'],
           testTimeout: 30_000,
           hookTimeout: 60_000,
         },

@@ -1,17 +1,16 @@
 // The admin HTTP API against a real Redis, Dovecot and gateway; `audit tail` as operators run it.
+
 import { execFile, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
 import { encodeProxyV2, type ProxyHeader } from '../../src/net/proxy-protocol.js';
+import { BIN } from '../support/cli.js';
 import { LOAD_BALANCER_IP, startTestGateway, type TestGateway, writeConfigFile } from '../support/gateway.js';
 import { RawClient } from '../support/raw-client.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'mailgate');
 const execFileP = promisify(execFile);
 
 const ADMIN_TOKEN = 'admin-Token-0123456789abcdefXYZ';
@@ -127,8 +126,6 @@ beforeAll(async () => {
     startDovecot({
       users: ['alice', 'bob', 'carol'].map((user) => ({ user, password: 'store-only-password' })),
     }),
-    // bin/mailgate (audit tail) runs dist/: build it from the sources under test.
-    execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT }),
   ]);
   t = await startTestGateway({ redis, dovecot, configure: adminConfig });
   const addr = t.gateway.adminAddress;

@@ -1,10 +1,10 @@
 // bin/mailgate as operators run it: a child process on the built dist/, against a private Redis.
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: config values reference ${VAR} on purpose
-import { execFile, spawn } from 'node:child_process';
+
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { verify } from '@node-rs/argon2';
 import type { Command } from 'commander';
@@ -14,52 +14,22 @@ import { IMAP_PASSWORD_ALPHABET } from '../../src/auth/passwords.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { freePort } from '../../src/devenv/ports.js';
 import { type RedisServer, startRedis } from '../../src/devenv/servers.js';
+import { type Run, runMailgate } from '../support/cli.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'mailgate');
-const execFileP = promisify(execFile);
+const _execFileP = promisify(execFile);
 
 const UPSTREAM_SECRET = 'upstream-Secret-4711';
 const PRIMARY_PASSWORD = 'Primary-Pw-äö-9';
 const ALICE = 'alice@example.jp';
 const BOB = 'bob@example.jp';
 
-interface Run {
-  args: string[];
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Every run of this file, for the check that no secret leaks into any output. */
 const runs: Run[] = [];
 
-function mailgate(
-  args: string[],
-  opts: { input?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {},
-): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      cwd: opts.cwd ?? ROOT,
-      env: { ...process.env, MAILGATE_CONFIG: '/nonexistent/mailgate.yaml', ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const run = { args, code, stdout, stderr };
-      runs.push(run);
-      resolve(run);
-    });
-    child.stdin.end(opts.input ?? '');
-  });
+async function mailgate(args: string[], opts: Parameters<typeof runMailgate>[1] = {}): Promise<Run> {
+  const run = await runMailgate(args, opts);
+  runs.push(run);
+  return run;
 }
 
 const tempDirs: string[] = [];
@@ -92,12 +62,7 @@ function baseConfig(url: string): Record<string, unknown> {
 }
 
 beforeAll(async () => {
-  const [server] = await Promise.all([
-    startRedis({ appendOnly: false }),
-    // bin/mailgate runs dist/: build it from the sources under test.
-    execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT }),
-  ]);
-  redis = server;
+  redis = await startRedis({ appendOnly: false });
   client = new Redis(redis.url);
   configFile = writeConfig(baseConfig(redis.url));
 });

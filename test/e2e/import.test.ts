@@ -1,23 +1,22 @@
 // account import / remove / set-primary as operators run them: bin/mailgate on the built dist/,
 // against a private Redis; and one real IMAP login with an imported bcrypt primary hash.
-import { execFile, spawn } from 'node:child_process';
+
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { hash as bcryptHash } from '@node-rs/bcrypt';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PasswordHasher } from '../../src/auth/passwords.js';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
+import { type Run, runMailgate } from '../support/cli.js';
 import { startTestGateway, TEST_ARGON2 } from '../support/gateway.js';
 import { RawClient } from '../support/raw-client.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'mailgate');
-const execFileP = promisify(execFile);
+const _execFileP = promisify(execFile);
 
 const BULK = 100_000;
 const BCRYPT_COST = 4;
@@ -25,37 +24,12 @@ const BCRYPT_COST = 4;
 const PHC_A = '$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQxMjM0NTY$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGg';
 const PHC_B = '$argon2id$v=19$m=64,t=1,p=1$b3RoZXJzYWx0MTIzNDU$b3RoZXJoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
 
-interface Run {
-  args: string[];
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 const runs: Run[] = [];
 
-function mailgate(args: string[], input = ''): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args, '--config', configFile], {
-      cwd: ROOT,
-      env: { ...process.env, MAILGATE_CONFIG: '/nonexistent/mailgate.yaml' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const run = { args, code, stdout, stderr };
-      runs.push(run);
-      resolve(run);
-    });
-    child.stdin.end(input);
-  });
+async function mailgate(args: string[], input = ''): Promise<Run> {
+  const run = await runMailgate([...args, '--config', configFile], { input });
+  runs.push(run);
+  return run;
 }
 
 /** Stderr lines that are neither the audit log (JSON) nor progress. */
@@ -94,11 +68,7 @@ async function importJson(path: string): Promise<{ run: Run; s: Summary }> {
 }
 
 beforeAll(async () => {
-  const [server] = await Promise.all([
-    startRedis({ appendOnly: false }),
-    execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT }),
-  ]);
-  redis = server;
+  redis = await startRedis({ appendOnly: false });
   client = new Redis(redis.url);
   dir = mkdtempSync(join(tmpdir(), 'mailgate-import-test-'));
   configFile = join(dir, 'mailgate.yaml');

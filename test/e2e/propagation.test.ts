@@ -1,20 +1,19 @@
 // Two `bin/mailgate serve` processes on one Redis: an operator's change through the CLI reaches
 // both at once (SPEC 3.2: within one second, without restart).
+
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/devenv/ports.js';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
 import { encodeProxyV1 } from '../../src/net/proxy-protocol.js';
+import { BIN, ROOT } from '../support/cli.js';
 import { LOAD_BALANCER_IP } from '../support/gateway.js';
 import { RawClient } from '../support/raw-client.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const BIN = join(ROOT, 'bin', 'mailgate');
 const run = promisify(execFile);
 const ABROAD = '8.8.8.8';
 
@@ -48,7 +47,6 @@ async function login(port: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  await run('npm', ['run', 'build', '--silent'], { cwd: ROOT });
   [redis, dovecot] = await Promise.all([
     startRedis(),
     startDovecot({ users: [{ user: 'traveller', password: 'store-secret' }] }),
