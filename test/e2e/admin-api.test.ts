@@ -6,10 +6,9 @@ import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
-import { encodeProxyV2, type ProxyHeader } from '../../src/net/proxy-protocol.js';
 import { BIN } from '../support/cli.js';
-import { LOAD_BALANCER_IP, startTestGateway, type TestGateway, writeConfigFile } from '../support/gateway.js';
-import { RawClient } from '../support/raw-client.js';
+import { startTestGateway, type TestGateway, writeConfigFile } from '../support/gateway.js';
+import { loginFrom, quote, RawClient } from '../support/raw-client.js';
 
 const execFileP = promisify(execFile);
 
@@ -60,33 +59,6 @@ async function call(
     // not JSON (metrics)
   }
   return { status: res.status, headers: res.headers, text, json };
-}
-
-function quote(s: string): string {
-  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
-}
-
-const proxyHeader = (ip: string): ProxyHeader => ({
-  command: 'proxy',
-  family: 'tcp4',
-  sourceAddress: ip,
-  sourcePort: 40000,
-  destinationAddress: '127.0.0.1',
-  destinationPort: 143,
-});
-
-/** One LOGIN from `ip` (a PROXY v2 header from the trusted load balancer); the tagged reply. */
-async function loginFrom(ip: string, user: string, pass: string): Promise<string> {
-  const c = await RawClient.connect(t.port('none'), {
-    prefix: encodeProxyV2(proxyHeader(ip)),
-    localAddress: LOAD_BALANCER_IP,
-  });
-  try {
-    await c.waitFor(/^\* OK/);
-    return await c.command('a', `LOGIN ${quote(user)} ${quote(pass)}`);
-  } finally {
-    c.close();
-  }
 }
 
 async function imapLogin(user: string, pass: string): Promise<RawClient> {
@@ -378,9 +350,11 @@ describe('rollout', () => {
   it('PUT /v1/rollout/overseas: enforce refuses the primary password from abroad, warn lets it in', async () => {
     const r = await call('PUT', '/v1/rollout/overseas', { body: { phase: 'enforce' } });
     expect(r.status).toBe(200);
-    expect(await loginFrom(ABROAD, BOB, PRIMARY)).toMatch(/^a NO \[ALERT\] Access from abroad is restricted/);
+    expect(await loginFrom(t.port('none'), ABROAD, BOB, PRIMARY)).toMatch(
+      /^a NO \[ALERT\] Access from abroad is restricted/,
+    );
     expect((await call('PUT', '/v1/rollout/overseas', { body: { phase: 'warn' } })).status).toBe(200);
-    expect(await loginFrom(ABROAD, BOB, PRIMARY)).toMatch(/^a OK /);
+    expect(await loginFrom(t.port('none'), ABROAD, BOB, PRIMARY)).toMatch(/^a OK /);
     const bad = await call('PUT', '/v1/rollout/overseas', { body: { phase: 'on' } });
     expect(bad.status).toBe(400);
     expect(bad.json.error.message).toMatch(/^phase: /);
@@ -392,17 +366,17 @@ describe('rollout', () => {
     });
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ phase: 'enforce', logins: [ALICE, BOB] });
-    expect(await loginFrom(JAPAN, BOB, PRIMARY)).toMatch(
+    expect(await loginFrom(t.port('none'), JAPAN, BOB, PRIMARY)).toMatch(
       /^a NO \[ALERT\] Mail app access with the account password has ended/,
     );
     expect(
       (await call('PUT', '/v1/rollout/domestic', { body: { phase: 'off', logins: [BOB] } })).status,
     ).toBe(200);
-    expect(await loginFrom(JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
+    expect(await loginFrom(t.port('none'), JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
     const all = await call('PUT', '/v1/rollout/domestic', { body: { phase: 'warn', all: true } });
     expect(all.status).toBe(200);
     expect(all.json).toMatchObject({ phase: 'warn' });
-    expect(await loginFrom(JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
+    expect(await loginFrom(t.port('none'), JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
   });
 
   it('PUT /v1/rollout/domestic by percent; overseas with a start time; exempt and unlock', async () => {
@@ -424,7 +398,7 @@ describe('rollout', () => {
       at: expect.any(String),
       active: true,
     });
-    expect(await loginFrom(ABROAD, BOB, PRIMARY)).toMatch(/^a OK /);
+    expect(await loginFrom(t.port('none'), ABROAD, BOB, PRIMARY)).toMatch(/^a OK /);
     const badAt = await call('PUT', '/v1/rollout/overseas', { body: { phase: 'enforce', at: 'tomorrow' } });
     expect(badAt.status).toBe(400);
     expect(badAt.json.error.message).toBe('at: expected an ISO 8601 time');
@@ -453,7 +427,7 @@ describe('rollout', () => {
     });
     expect([404, 409]).toContain(missing.status);
     expect(missing.json.error.message).toContain('nobody@example.jp');
-    expect(await loginFrom(JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
+    expect(await loginFrom(t.port('none'), JAPAN, BOB, PRIMARY)).toMatch(/^a OK /);
   });
 });
 

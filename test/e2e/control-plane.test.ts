@@ -3,10 +3,9 @@ import { hash as bcryptHashOf } from '@node-rs/bcrypt';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
-import { encodeProxyV2 } from '../../src/net/proxy-protocol.js';
 import { bucketOf, inWave } from '../../src/rollout/engine.js';
-import { LOAD_BALANCER_IP, startTestGateway, type TestGateway } from '../support/gateway.js';
-import { RawClient } from '../support/raw-client.js';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { loginFrom } from '../support/raw-client.js';
 
 const JAPAN = '49.96.0.1';
 const ABROAD = '8.8.8.8';
@@ -17,25 +16,6 @@ let dovecot: DovecotServer;
 let t: TestGateway;
 /** A second gateway on the same Redis and Dovecot with strict lockout thresholds. */
 let strict: TestGateway;
-
-async function loginFrom(gw: TestGateway, ip: string, user: string, pass: string): Promise<string> {
-  const v6 = ip.includes(':');
-  const prefix = encodeProxyV2({
-    command: 'proxy',
-    family: v6 ? 'tcp6' : 'tcp4',
-    sourceAddress: ip,
-    sourcePort: 40000,
-    destinationAddress: v6 ? '::1' : '127.0.0.1',
-    destinationPort: 143,
-  });
-  const c = await RawClient.connect(gw.port('none'), { prefix, localAddress: LOAD_BALANCER_IP });
-  try {
-    await c.waitFor(/^\* OK/);
-    return await c.command('a', `LOGIN "${user}" "${pass}"`);
-  } finally {
-    c.close();
-  }
-}
 
 function imapflow(gw: TestGateway, user: string, pass: string): ImapFlow {
   return new ImapFlow({
@@ -103,7 +83,9 @@ describe('IMAP-only password lifecycle ends stale sessions (S4)', () => {
 
     const second = (await t.ops.issueImapPassword('kenji@example.jp', { ifAbsent: false })).password!;
     await oldClosed; // ended by the announcement, within the test's timeout
-    expect(await loginFrom(t, JAPAN, 'kenji@example.jp', first)).toMatch(/^a NO \[AUTHENTICATIONFAILED\]/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'kenji@example.jp', first)).toMatch(
+      /^a NO \[AUTHENTICATIONFAILED\]/,
+    );
 
     const fresh = imapflow(t, 'kenji@example.jp', second);
     await fresh.connect();
@@ -143,7 +125,8 @@ describe('rollout engine end to end', () => {
     const refused = async () => {
       const out: string[] = [];
       for (const l of logins)
-        if (/^a NO \[ALERT\] Mail app access/.test(await loginFrom(t, JAPAN, l, PRIMARY))) out.push(l);
+        if (/^a NO \[ALERT\] Mail app access/.test(await loginFrom(t.port('none'), JAPAN, l, PRIMARY)))
+          out.push(l);
       return out;
     };
     await t.ops.setDomesticPhase({ percent: 10 }, 'enforce');
@@ -160,9 +143,9 @@ describe('rollout engine end to end', () => {
 
   it('warn records without refusing; enforce refuses; status counts both by cohort', async () => {
     await t.ops.setDomesticPhase({ logins: ['wave1@example.jp'] }, 'warn');
-    expect(await loginFrom(t, JAPAN, 'wave1@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'wave1@example.jp', PRIMARY)).toMatch(/^a OK/);
     await t.ops.setDomesticPhase({ logins: ['wave1@example.jp'] }, 'enforce');
-    expect(await loginFrom(t, JAPAN, 'wave1@example.jp', PRIMARY)).toMatch(/^a NO \[ALERT\]/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'wave1@example.jp', PRIMARY)).toMatch(/^a NO \[ALERT\]/);
     await waitUntil(async () => {
       const s = await t.ops.rolloutStatus();
       return (
@@ -182,9 +165,9 @@ describe('rollout engine end to end', () => {
 
   it('a scheduled phase starts at its time', async () => {
     await t.ops.setOverseasPhase('enforce', Date.now() + 1_500);
-    expect(await loginFrom(t, ABROAD, 'wave2@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), ABROAD, 'wave2@example.jp', PRIMARY)).toMatch(/^a OK/);
     await new Promise((r) => setTimeout(r, 1_600));
-    expect(await loginFrom(t, ABROAD, 'wave2@example.jp', PRIMARY)).toMatch(
+    expect(await loginFrom(t.port('none'), ABROAD, 'wave2@example.jp', PRIMARY)).toMatch(
       /^a NO \[ALERT\] Access from abroad/,
     );
     await t.ops.setOverseasPhase('off');
@@ -194,9 +177,9 @@ describe('rollout engine end to end', () => {
     await t.ops.setOverseasPhase('enforce');
     try {
       await t.ops.exempt('wave3@example.jp', Date.now() + 1_500);
-      expect(await loginFrom(t, ABROAD, 'wave3@example.jp', PRIMARY)).toMatch(/^a OK/);
+      expect(await loginFrom(t.port('none'), ABROAD, 'wave3@example.jp', PRIMARY)).toMatch(/^a OK/);
       await new Promise((r) => setTimeout(r, 1_600));
-      expect(await loginFrom(t, ABROAD, 'wave3@example.jp', PRIMARY)).toMatch(
+      expect(await loginFrom(t.port('none'), ABROAD, 'wave3@example.jp', PRIMARY)).toMatch(
         /^a NO \[ALERT\] Access from abroad/,
       );
     } finally {
@@ -208,10 +191,12 @@ describe('rollout engine end to end', () => {
     // Both gateways read the rules on every login: no cache, no restart.
     await t.ops.setOverseasPhase('enforce');
     const changed = Date.now();
-    expect(await loginFrom(strict, ABROAD, 'wave4@example.jp', PRIMARY)).toMatch(/^a NO \[ALERT\]/);
+    expect(await loginFrom(strict.port('none'), ABROAD, 'wave4@example.jp', PRIMARY)).toMatch(
+      /^a NO \[ALERT\]/,
+    );
     expect(Date.now() - changed).toBeLessThan(1_000 + 5_000); // bounded by the login itself
     await strict.ops.setOverseasPhase('off');
-    expect(await loginFrom(t, ABROAD, 'wave4@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), ABROAD, 'wave4@example.jp', PRIMARY)).toMatch(/^a OK/);
   });
 });
 
@@ -226,8 +211,8 @@ describe('rehash on login', () => {
     });
     await t.ops.addAccount({ login: 'legacy1@example.jp', primaryHash: bcryptHash, upstreamUser: 'wave9' });
     await t.ops.addAccount({ login: 'legacy2@example.jp', primaryHash: argonHash, upstreamUser: 'wave9' });
-    expect(await loginFrom(t, JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
-    expect(await loginFrom(t, JAPAN, 'legacy2@example.jp', 'old-argon-pw')).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'legacy2@example.jp', 'old-argon-pw')).toMatch(/^a OK/);
     const configured = /^\$argon2id\$v=19\$m=64,t=1,p=1\$/;
     await waitUntil(async () =>
       configured.test((await t.redis.hget('cp:account:legacy1@example.jp', 'primaryHash')) ?? ''),
@@ -236,7 +221,7 @@ describe('rehash on login', () => {
       configured.test((await t.redis.hget('cp:account:legacy2@example.jp', 'primaryHash')) ?? ''),
     );
     // Same password, new hash: the login still works, and no session was ended for it.
-    expect(await loginFrom(t, JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
+    expect(await loginFrom(t.port('none'), JAPAN, 'legacy1@example.jp', 'old-system-pw')).toMatch(/^a OK/);
     expect(await t.redis.hget('cp:account:legacy1@example.jp', 'primaryVersion')).toBe('0');
   });
 });
@@ -245,45 +230,55 @@ describe('lockout (S13)', () => {
   it('repeated failures lock the (account, source) pair; unlock clears it; the reply is not a wrong-password reply', async () => {
     const ip = '49.96.0.10';
     for (let i = 0; i < 4; i++) {
-      expect(await loginFrom(strict, ip, 'wave5@example.jp', 'wrong')).toMatch(/AUTHENTICATIONFAILED/);
+      expect(await loginFrom(strict.port('none'), ip, 'wave5@example.jp', 'wrong')).toMatch(
+        /AUTHENTICATIONFAILED/,
+      );
     }
-    const locked = await loginFrom(strict, ip, 'wave5@example.jp', PRIMARY);
+    const locked = await loginFrom(strict.port('none'), ip, 'wave5@example.jp', PRIMARY);
     expect(locked).toMatch(/^a NO \[ALERT\] This account is temporarily locked/);
     expect(locked).not.toMatch(/AUTHENTICATIONFAILED/);
     // The same account from another source is not locked by this pair.
-    expect(await loginFrom(strict, '49.96.0.11', 'wave5@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(strict.port('none'), '49.96.0.11', 'wave5@example.jp', PRIMARY)).toMatch(/^a OK/);
     await strict.ops.unlock('wave5@example.jp');
-    expect(await loginFrom(strict, ip, 'wave5@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(strict.port('none'), ip, 'wave5@example.jp', PRIMARY)).toMatch(/^a OK/);
   });
 
   it('a spray from elsewhere locks the account for strangers but not for the subscriber', async () => {
     const home = '49.96.1.1';
     const pw = (await t.ops.issueImapPassword('wave6@example.jp', { ifAbsent: false })).password!;
-    expect(await loginFrom(strict, home, 'wave6@example.jp', pw)).toMatch(/^a OK/); // a known source now
+    expect(await loginFrom(strict.port('none'), home, 'wave6@example.jp', pw)).toMatch(/^a OK/); // a known source now
     for (let i = 0; i < 8; i++) {
-      await loginFrom(strict, `203.0.113.${10 + i}`, 'wave6@example.jp', `guess-${i}`);
+      await loginFrom(strict.port('none'), `203.0.113.${10 + i}`, 'wave6@example.jp', `guess-${i}`);
     }
-    expect(await loginFrom(strict, '203.0.113.99', 'wave6@example.jp', pw)).toMatch(
+    expect(await loginFrom(strict.port('none'), '203.0.113.99', 'wave6@example.jp', pw)).toMatch(
       /^a NO \[ALERT\] This account is temporarily locked/,
     );
-    expect(await loginFrom(strict, home, 'wave6@example.jp', pw)).toMatch(/^a OK/);
+    expect(await loginFrom(strict.port('none'), home, 'wave6@example.jp', pw)).toMatch(/^a OK/);
     await strict.ops.unlock('wave6@example.jp');
   });
 
   it('a source that keeps failing is throttled, whatever account it names (IPv6 counted per /64)', async () => {
-    for (let i = 0; i < 12; i++) await loginFrom(strict, '8.8.4.4', `nobody${i}@example.jp`, 'x');
-    expect(await loginFrom(strict, '8.8.4.4', 'wave7@example.jp', PRIMARY)).toMatch(
+    for (let i = 0; i < 12; i++)
+      await loginFrom(strict.port('none'), '8.8.4.4', `nobody${i}@example.jp`, 'x');
+    expect(await loginFrom(strict.port('none'), '8.8.4.4', 'wave7@example.jp', PRIMARY)).toMatch(
       /^a NO \[ALERT\] Too many failed logins from your network/,
     );
-    expect(await loginFrom(strict, '8.8.4.5', 'wave7@example.jp', PRIMARY)).toMatch(/^a OK/);
+    expect(await loginFrom(strict.port('none'), '8.8.4.5', 'wave7@example.jp', PRIMARY)).toMatch(/^a OK/);
   });
 
   it('IPv6 failures count per /64: rotating addresses inside it does not help', async () => {
     for (let i = 0; i < 12; i++)
-      await loginFrom(strict, `2400:4050:1:2::${(i + 1).toString(16)}`, `nobody${i}@example.jp`, 'x');
-    expect(await loginFrom(strict, '2400:4050:1:2:ffff::1', 'wave8@example.jp', PRIMARY)).toMatch(
-      /^a NO \[ALERT\] Too many failed/,
+      await loginFrom(
+        strict.port('none'),
+        `2400:4050:1:2::${(i + 1).toString(16)}`,
+        `nobody${i}@example.jp`,
+        'x',
+      );
+    expect(
+      await loginFrom(strict.port('none'), '2400:4050:1:2:ffff::1', 'wave8@example.jp', PRIMARY),
+    ).toMatch(/^a NO \[ALERT\] Too many failed/);
+    expect(await loginFrom(strict.port('none'), '2400:4050:1:3::1', 'wave8@example.jp', PRIMARY)).toMatch(
+      /^a OK/,
     );
-    expect(await loginFrom(strict, '2400:4050:1:3::1', 'wave8@example.jp', PRIMARY)).toMatch(/^a OK/);
   });
 });

@@ -3,9 +3,8 @@ import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
-import { encodeProxyV1, encodeProxyV2, type ProxyHeader } from '../../src/net/proxy-protocol.js';
-import { LOAD_BALANCER_IP, startTestGateway, type TestGateway } from '../support/gateway.js';
-import { RawClient } from '../support/raw-client.js';
+import { startTestGateway, type TestGateway } from '../support/gateway.js';
+import { loginFrom } from '../support/raw-client.js';
 
 const run = promisify(execFile);
 
@@ -22,33 +21,9 @@ let dovecot: DovecotServer;
 let t: TestGateway;
 let imapOnly: string; // alice's IMAP-only password
 
-const proxyHeader = (ip: string): ProxyHeader => ({
-  command: 'proxy',
-  family: ip.includes(':') ? 'tcp6' : 'tcp4',
-  sourceAddress: ip,
-  sourcePort: 40000,
-  destinationAddress: ip.includes(':') ? '::1' : '127.0.0.1',
-  destinationPort: 993,
-});
-
-/** Connects from `ip` (by a PROXY v1 or v2 header) and tries one LOGIN; returns the tagged reply. */
-async function loginFrom(ip: string, user: string, pass: string, v: 1 | 2 = 2, tls = false): Promise<string> {
-  const prefix = v === 1 ? encodeProxyV1(proxyHeader(ip)) : encodeProxyV2(proxyHeader(ip));
-  const c = await RawClient.connect(t.port(tls ? 'implicit' : 'none'), {
-    prefix,
-    tls,
-    localAddress: LOAD_BALANCER_IP,
-  });
-  try {
-    await c.waitFor(/^\* OK/);
-    return await c.command('a', `LOGIN ${quote(user)} ${quote(pass)}`);
-  } finally {
-    c.close();
-  }
-}
-
-function quote(s: string): string {
-  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+/** One LOGIN from `ip`, by a PROXY v1 or v2 header, over the plain or the implicit-TLS listener. */
+function loginAt(ip: string, user: string, pass: string, v: 1 | 2 = 2, tls = false): Promise<string> {
+  return loginFrom(t.port(tls ? 'implicit' : 'none'), ip, user, pass, { proxyVersion: v, tls });
 }
 
 beforeAll(async () => {
@@ -169,8 +144,8 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
     await t.ops.setOverseasPhase('enforce');
     await t.ops.setDomesticPhase({ logins: ['alice@example.jp'] }, 'enforce');
     try {
-      expect(await loginFrom(ABROAD, 'alice@example.jp', imapOnly, 2)).toMatch(/^a OK \[CAPABILITY .*IMAP4/);
-      expect(await loginFrom(ABROAD_OVERRIDE, 'ALICE', imapOnly, 1)).toMatch(/^a OK/);
+      expect(await loginAt(ABROAD, 'alice@example.jp', imapOnly, 2)).toMatch(/^a OK \[CAPABILITY .*IMAP4/);
+      expect(await loginAt(ABROAD_OVERRIDE, 'ALICE', imapOnly, 1)).toMatch(/^a OK/);
     } finally {
       await t.ops.setOverseasPhase('off');
       await t.ops.setDomesticPhase({ logins: ['alice@example.jp'] }, 'off');
@@ -178,22 +153,22 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
   });
 
   it('primary password while an IMAP-only password is set: refused, saying the IMAP-only password is required', async () => {
-    const reply = await loginFrom(JAPAN, 'alice@example.jp', PRIMARY);
+    const reply = await loginAt(JAPAN, 'alice@example.jp', PRIMARY);
     expect(reply).toMatch(/^a NO \[ALERT\] .*IMAP-only password/);
   });
 
   it('primary password from abroad with the overseas restriction enforced: refused with the reason', async () => {
     await t.ops.setOverseasPhase('enforce');
     try {
-      expect(await loginFrom(ABROAD, 'bob@example.jp', PRIMARY, 1)).toMatch(
+      expect(await loginAt(ABROAD, 'bob@example.jp', PRIMARY, 1)).toMatch(
         /^a NO \[ALERT\] Access from abroad is restricted/,
       );
-      expect(await loginFrom(ABROAD_OVERRIDE, 'bob@example.jp', PRIMARY, 2)).toMatch(
+      expect(await loginAt(ABROAD_OVERRIDE, 'bob@example.jp', PRIMARY, 2)).toMatch(
         /^a NO \[ALERT\] Access from abroad/,
       );
       // The same account at home is let in (S9: only overseas is enforced).
-      expect(await loginFrom(JAPAN, 'bob@example.jp', PRIMARY, 2)).toMatch(/^a OK/);
-      expect(await loginFrom(JAPAN_OVERRIDE, 'bob@example.jp', PRIMARY, 1, true)).toMatch(/^a OK/);
+      expect(await loginAt(JAPAN, 'bob@example.jp', PRIMARY, 2)).toMatch(/^a OK/);
+      expect(await loginAt(JAPAN_OVERRIDE, 'bob@example.jp', PRIMARY, 1, true)).toMatch(/^a OK/);
     } finally {
       await t.ops.setOverseasPhase('off');
     }
@@ -203,7 +178,7 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
     await t.ops.setOverseasPhase('enforce');
     try {
       // A private address has no country (special-purpose ranges are never looked up).
-      expect(await loginFrom('10.1.2.3', 'bob@example.jp', PRIMARY)).toMatch(
+      expect(await loginAt('10.1.2.3', 'bob@example.jp', PRIMARY)).toMatch(
         /^a NO \[ALERT\] Access from abroad/,
       );
     } finally {
@@ -214,11 +189,11 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
   it('domestic restriction enforced for one login: refused at home; another login still gets in', async () => {
     await t.ops.setDomesticPhase({ logins: ['bob@example.jp'] }, 'enforce');
     try {
-      expect(await loginFrom(JAPAN, 'bob@example.jp', PRIMARY)).toMatch(
+      expect(await loginAt(JAPAN, 'bob@example.jp', PRIMARY)).toMatch(
         /^a NO \[ALERT\] Mail app access with the account password has ended/,
       );
       await t.ops.revokeImapPassword('carol@example.jp');
-      expect(await loginFrom(JAPAN, 'carol@example.jp', PRIMARY)).toMatch(/^a OK/);
+      expect(await loginAt(JAPAN, 'carol@example.jp', PRIMARY)).toMatch(/^a OK/);
     } finally {
       await t.ops.setDomesticPhase({ logins: ['bob@example.jp'] }, 'off');
     }
@@ -227,7 +202,7 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
   it('warn phase lets the login in and records what enforce would refuse', async () => {
     await t.ops.setOverseasPhase('warn');
     try {
-      expect(await loginFrom(ABROAD, 'bob@example.jp', PRIMARY)).toMatch(/^a OK/);
+      expect(await loginAt(ABROAD, 'bob@example.jp', PRIMARY)).toMatch(/^a OK/);
       const line = await t.logs.waitFor(
         (l) => l.event === 'auth' && l.ip === ABROAD && l.login === 'bob@example.jp' && l.result === 'allow',
       );
@@ -238,20 +213,20 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
   });
 
   it('unknown account and wrong password get [AUTHENTICATIONFAILED]', async () => {
-    expect(await loginFrom(JAPAN, 'nobody@example.jp', 'whatever')).toBe(
+    expect(await loginAt(JAPAN, 'nobody@example.jp', 'whatever')).toBe(
       'a NO [AUTHENTICATIONFAILED] Authentication failed.',
     );
-    expect(await loginFrom(JAPAN, 'bob@example.jp', 'wrong')).toBe(
+    expect(await loginAt(JAPAN, 'bob@example.jp', 'wrong')).toBe(
       'a NO [AUTHENTICATIONFAILED] Authentication failed.',
     );
-    expect(await loginFrom(JAPAN, 'alice@example.jp', 'wrong')).toBe(
+    expect(await loginAt(JAPAN, 'alice@example.jp', 'wrong')).toBe(
       'a NO [AUTHENTICATIONFAILED] Authentication failed.',
     );
   });
 
   it('writes one auth line per attempt with the facts and no secret', async () => {
     const before = t.logs.lines.length;
-    await loginFrom(JAPAN_OVERRIDE, 'bob@example.jp', 'a-wrong-secret-xyz');
+    await loginAt(JAPAN_OVERRIDE, 'bob@example.jp', 'a-wrong-secret-xyz');
     const line = await t.logs.waitFor(
       (l) => l.event === 'auth' && l.ip === JAPAN_OVERRIDE && l.reason === 'bad-password',
     );
@@ -272,7 +247,7 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
 
   it("Dovecot's log shows the real client address, not the gateway's", async () => {
     const from = (await dovecot.readLog()).length;
-    expect(await loginFrom(JAPAN_OVERRIDE, 'alice@example.jp', imapOnly)).toMatch(/^a OK/);
+    expect(await loginAt(JAPAN_OVERRIDE, 'alice@example.jp', imapOnly)).toMatch(/^a OK/);
     const line = await dovecot.waitForLog(/rip=203\.0\.113\.5/, { from });
     expect(line).toMatch(/alice/);
   });

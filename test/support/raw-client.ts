@@ -1,5 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
+import { encodeProxyV1, encodeProxyV2, type ProxyHeader } from '../../src/net/proxy-protocol.js';
+import { LOAD_BALANCER_IP } from './gateway.js';
 
 /**
  * A raw line client for conversation tests: it writes exactly the bytes a test gives and
@@ -127,5 +129,45 @@ export class RawClient {
 
   close(): void {
     this.socket.destroy();
+  }
+}
+
+/** An IMAP quoted string (RFC 9051 §4.3), for test commands. */
+export function quote(s: string): string {
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/** The PROXY header a load balancer would send for a client at `ip`. */
+export function proxyHeaderFor(ip: string): ProxyHeader {
+  const v6 = ip.includes(':');
+  return {
+    command: 'proxy',
+    family: v6 ? 'tcp6' : 'tcp4',
+    sourceAddress: ip,
+    sourcePort: 40000,
+    destinationAddress: v6 ? '::1' : '127.0.0.1',
+    destinationPort: 993,
+  };
+}
+
+/**
+ * One LOGIN from a client placed at `ip` by a PROXY header sent from the trusted load balancer
+ * address; resolves with the tagged reply line.
+ */
+export async function loginFrom(
+  port: number,
+  ip: string,
+  user: string,
+  pass: string,
+  opts: { proxyVersion?: 1 | 2; tls?: boolean } = {},
+): Promise<string> {
+  const header = proxyHeaderFor(ip);
+  const prefix = opts.proxyVersion === 1 ? encodeProxyV1(header) : encodeProxyV2(header);
+  const c = await RawClient.connect(port, { prefix, tls: opts.tls ?? false, localAddress: LOAD_BALANCER_IP });
+  try {
+    await c.waitFor(/^\* OK/);
+    return await c.command('a', `LOGIN ${quote(user)} ${quote(pass)}`);
+  } finally {
+    c.close();
   }
 }
