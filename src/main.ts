@@ -15,6 +15,8 @@ import { CidrSet } from './net/cidr.js';
 import { Listener, TlsContext } from './net/listener.js';
 import { SessionRegistry } from './net/session-registry.js';
 import { LogNoticeSink, type NoticeSink } from './notify/notices.js';
+import { RedisOutbox } from './notify/outbox.js';
+import { DeliveryWorker } from './notify/worker.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { RolloutStore } from './rollout/store.js';
@@ -38,6 +40,11 @@ export interface Gateway {
   smtpAddresses: Array<{ host: string; port: number; tls: string }>;
   redis: Redis;
   log: Logger;
+  geo: Geo;
+  /** The SMS outbox (notify.webhook configured), else null: notices are only logged. */
+  outbox: RedisOutbox | null;
+  /** The delivery worker running in this process (notify.worker.inServe), else null. */
+  notifyWorker: DeliveryWorker | null;
   /** Compares live sessions with the stored credential versions now; returns how many it ended. */
   credentialSweep(): Promise<number>;
   /** Re-reads the TLS certificate and the GeoIP database (SIGHUP). */
@@ -63,7 +70,20 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     maxConcurrent: config.passwords.maxConcurrentVerifies,
     maxQueued: config.passwords.maxQueuedVerifies,
   });
-  const notices = overrides.notices ?? new LogNoticeSink(log);
+  geo.providersReady.then(
+    (ready) =>
+      ready &&
+      log.info(
+        { event: 'geo', asnSource: ready.source, ms: Math.round(ready.ms), bytes: ready.bytes },
+        'ASN data loaded: provider facts available',
+      ),
+    (err: Error) =>
+      log.warn({ event: 'geo', error: err.message }, 'ASN data not loaded: provider facts unavailable'),
+  );
+  const outbox = config.notify.webhook
+    ? new RedisOutbox({ redis, prefix: config.redis.keyPrefix, config: config.notify, log, clock })
+    : null;
+  const notices = overrides.notices ?? outbox ?? new LogNoticeSink(log);
   const metrics = new Metrics({ passwordQueue: () => hasher.load });
   const authenticator = createAuthenticator({
     accounts,
@@ -152,6 +172,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
         log,
         clock,
         audit,
+        ...(outbox ? { notices: outbox } : {}),
       };
       const server = new AdminServer({
         config: config.admin,
@@ -172,6 +193,19 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     redis.disconnect();
     throw err;
   }
+  const webhook = config.notify.webhook;
+  const notifyWorker =
+    webhook && config.notify.worker.inServe
+      ? new DeliveryWorker({
+          redis,
+          prefix: config.redis.keyPrefix,
+          config: { ...config.notify, webhook },
+          log,
+          clock,
+          blockMs: Math.floor(config.redis.commandTimeoutMs / 2),
+        })
+      : null;
+  notifyWorker?.start();
 
   return {
     sessions,
@@ -181,6 +215,9 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     metrics,
     redis,
     log,
+    geo,
+    outbox,
+    notifyWorker,
     credentialSweep: () => credentials.sweep(),
     async reload() {
       tls.reload();
@@ -190,6 +227,8 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     async close() {
       await credentials.stop();
       await Promise.all([...listeners.map((l) => l.close()), smtp?.close(), admin?.close()]);
+      await outbox?.flush();
+      await notifyWorker?.stop();
       redis.disconnect();
     },
   };

@@ -1,5 +1,6 @@
 import { checkPasswordHash } from '../auth/passwords.js';
 import { parseHostPort } from '../net/upstream-connect.js';
+import { isTimeZone } from '../notify/schedule.js';
 import { UsageError } from '../util/errors.js';
 import { checkLoginName } from './store.js';
 
@@ -48,6 +49,8 @@ export const IMPORT_COLUMNS = [
   'primaryHash',
   'upstreamUser',
   'upstream',
+  'lang',
+  'tz',
 ] as const;
 export type ImportColumn = (typeof IMPORT_COLUMNS)[number];
 
@@ -65,6 +68,10 @@ export interface ImportRecord {
   msisdn?: string | null;
   upstreamUser?: string | null;
   upstream?: string | null;
+  /** SMS language, ja | en (notify/templates.ts). */
+  lang?: string | null;
+  /** IANA time zone for quiet hours and dates in SMS. */
+  tz?: string | null;
 }
 
 export type RejectReason =
@@ -75,6 +82,8 @@ export type RejectReason =
   | 'bad-msisdn'
   | 'bad-hash'
   | 'bad-upstream'
+  | 'bad-lang'
+  | 'bad-tz'
   | 'login-taken'
   | 'alias-taken'
   | 'duplicate';
@@ -270,6 +279,16 @@ export function checkFields(line: number, raw: RawFields): ImportRecord | Reject
       return reject(line, login, 'malformed', 'upstreamUser must not contain spaces or control characters');
     rec.upstreamUser = raw.upstreamUser || null;
   }
+  if (raw.lang !== undefined) {
+    if (raw.lang && raw.lang !== 'ja' && raw.lang !== 'en')
+      return reject(line, login, 'bad-lang', `lang "${raw.lang}" is not ja or en`);
+    rec.lang = raw.lang || null;
+  }
+  if (raw.tz !== undefined) {
+    if (raw.tz && !isTimeZone(raw.tz))
+      return reject(line, login, 'bad-tz', `tz "${raw.tz}" is not an IANA time zone like Asia/Tokyo`);
+    rec.tz = raw.tz || null;
+  }
   return rec;
 }
 
@@ -280,6 +299,8 @@ const FIELD_REASON: Record<ImportColumn, RejectReason> = {
   primaryHash: 'bad-hash',
   upstreamUser: 'malformed',
   upstream: 'bad-upstream',
+  lang: 'bad-lang',
+  tz: 'bad-tz',
 };
 
 /** One JSON line: an object with the import columns as keys. */

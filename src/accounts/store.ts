@@ -19,6 +19,7 @@ import type { ImportOutcome, ImportRecord } from './import.js';
  *   fail:pair:<login>:<src>, fail:acct:<login>   zsets: failure times
  *   lock:pair:<login>:<src>, lock:acct:<login>   strings with expiry: locks (S13)
  *   known:<login>     zset: sources with a successful login, by time
+ *   seen:<login>, notify:*   login-notification state and the SMS outbox (notify/outbox.ts)
  *   events            pub/sub channel: credential changes, so gateways end stale sessions
  *
  * Login names and aliases are case-insensitive (stored lower-cased, NFC). The per-login read
@@ -38,6 +39,10 @@ export interface Account {
   /** HOST:PORT of this account's mail store, if not the configured servers. */
   upstream: string | null;
   msisdn: string | null;
+  /** Language of SMS notices (ja | en); absent: notify.defaults.lang. */
+  lang?: 'ja' | 'en';
+  /** IANA time zone for quiet hours and dates in SMS notices; absent: notify.defaults.tz. */
+  tz?: string;
   /** Domestic restriction rule set for this account by login or file (S8); waves are global. */
   domestic: Rule | null;
   /** Restrictions do not apply until this time (a travelling subscriber without a password). */
@@ -251,7 +256,7 @@ redis.call('DEL', key)
 redis.call('SREM', p .. 'logins', login)
 -- A login created again later starts without this one's known sources and account lock
 -- (per-source pair keys expire with their window).
-redis.call('DEL', p .. 'known:' .. login, p .. 'lock:acct:' .. login, p .. 'fail:acct:' .. login)
+redis.call('DEL', p .. 'known:' .. login, p .. 'lock:acct:' .. login, p .. 'fail:acct:' .. login, p .. 'seen:' .. login)
 announce(p, login, 'all', 0)
 return { 'removed', unpack(freed) }
 `;
@@ -368,6 +373,8 @@ export class AccountStore {
     msisdn?: string | null;
     upstreamUser?: string | null;
     upstream?: string | null;
+    lang?: 'ja' | 'en' | null;
+    tz?: string | null;
     now: number;
   }): Promise<Account> {
     const login = checkLoginName(input.login);
@@ -383,6 +390,8 @@ export class AccountStore {
       upstreamUser: input.upstreamUser ?? null,
       upstream: input.upstream ?? null,
       msisdn: input.msisdn ?? null,
+      ...(input.lang ? { lang: input.lang } : {}),
+      ...(input.tz ? { tz: input.tz } : {}),
       domestic: null,
       exemptUntil: null,
       imapVersion: 0,
@@ -485,6 +494,36 @@ export class AccountStore {
     } while (cursor !== '0');
   }
 
+  /**
+   * Calls `fn` with every account, a batch at a time, awaiting it before reading the next batch:
+   * memory stays bounded by one batch however many accounts there are.
+   */
+  async forEachAccountBatch(fn: (accounts: Account[]) => Promise<void>, batch = 1_000): Promise<void> {
+    let cursor = '0';
+    do {
+      const [next, logins] = await this.#call(() =>
+        this.#redis.sscan(`${this.#p}logins`, cursor, 'COUNT', batch),
+      );
+      cursor = next;
+      const accounts = (await this.getMany(logins)).filter((a): a is Account => a !== null);
+      if (accounts.length) await fn(accounts);
+    } while (cursor !== '0');
+  }
+
+  /** Accounts by login (not alias), in one pipeline; null where there is none. */
+  async getMany(logins: readonly string[]): Promise<Array<Account | null>> {
+    if (logins.length === 0) return [];
+    const rows = await this.#call(() => {
+      const p = this.#redis.pipeline();
+      for (const l of logins) p.hgetall(this.#key(normalizeLogin(l)));
+      return p.exec();
+    });
+    return logins.map((_, i) => {
+      const fields = rows?.[i]?.[1] as Record<string, string> | null | undefined;
+      return fields && Object.keys(fields).length ? parseAccount(new Map(Object.entries(fields))) : null;
+    });
+  }
+
   /** Starts an import run; its key remembers the line that imported each login (duplicates). */
   async beginImport(): Promise<string> {
     const run = `${this.#p}import:${randomUUID()}`;
@@ -511,7 +550,7 @@ export class AccountStore {
           r.aliases ? JSON.stringify(r.aliases) : '',
           r.primaryHash ?? '',
         ];
-        for (const f of ['msisdn', 'upstreamUser', 'upstream'] as const) {
+        for (const f of ['msisdn', 'upstreamUser', 'upstream', 'lang', 'tz'] as const) {
           const v = r[f];
           if (v !== undefined) args.push(f, v ?? '');
         }
@@ -622,6 +661,8 @@ function parseAccount(f: Map<string, string>): Account {
     upstreamUser: f.get('upstreamUser') || null,
     upstream: f.get('upstream') || null,
     msisdn: f.get('msisdn') || null,
+    ...(f.get('lang') === 'ja' || f.get('lang') === 'en' ? { lang: f.get('lang') as 'ja' | 'en' } : {}),
+    ...(f.get('tz') ? { tz: f.get('tz')! } : {}),
     domestic: parseRule(f.get('domestic')),
     exemptUntil: num(f.get('exemptUntil')),
     imapVersion: num(f.get('imapVersion')) ?? 0,
@@ -644,6 +685,8 @@ function serializeAccount(a: Account): Record<string, string> {
   if (a.upstreamUser) out.upstreamUser = a.upstreamUser;
   if (a.upstream) out.upstream = a.upstream;
   if (a.msisdn) out.msisdn = a.msisdn;
+  if (a.lang) out.lang = a.lang;
+  if (a.tz) out.tz = a.tz;
   if (a.domestic) out.domestic = JSON.stringify(a.domestic);
   if (a.exemptUntil !== null) out.exemptUntil = String(a.exemptUntil);
   return out;

@@ -11,6 +11,9 @@ import { checkPasswordHash, checkPhc, generateImapPassword, PasswordHasher } fro
 import type { Phase } from '../auth/policy.js';
 import type { Config } from '../config/schema.js';
 import { parseHostPort } from '../net/upstream-connect.js';
+import { RedisOutbox } from '../notify/outbox.js';
+import { isTimeZone } from '../notify/schedule.js';
+import { addResults, emptyCounts, type WaveNoticeCounts, waveNotice } from '../notify/waves.js';
 import type { Logger } from '../observability/logger.js';
 import {
   bucketOf,
@@ -42,6 +45,9 @@ export interface AccountView {
   domestic: { phase: Phase; from: string } | null;
   exemptUntil: string | null;
   createdAt: string;
+  /** SMS language and time zone, when the account sets its own. */
+  lang?: 'ja' | 'en';
+  tz?: string;
 }
 
 export function viewAccount(a: Account): AccountView {
@@ -56,6 +62,8 @@ export function viewAccount(a: Account): AccountView {
     domestic: a.domestic ? { phase: a.domestic.phase, from: new Date(a.domestic.at).toISOString() } : null,
     exemptUntil: a.exemptUntil ? new Date(a.exemptUntil).toISOString() : null,
     createdAt: new Date(a.createdAt).toISOString(),
+    ...(a.lang ? { lang: a.lang } : {}),
+    ...(a.tz ? { tz: a.tz } : {}),
   };
 }
 
@@ -70,9 +78,13 @@ export interface OperatorDeps {
   actor: string;
   /** The durable audit trail (the Redis stream, audit.ts), besides the `admin` log line. */
   audit: AuditSink;
+  /** The SMS outbox, for the notices of a domestic wave (S8); absent: no notices. */
+  notices?: Pick<RedisOutbox, 'enqueueMany'>;
 }
 
 const MSISDN = /^\+[1-9]\d{6,14}$/; // E.164
+/** Accounts read and notices queued per step of a domestic wave's S8 notices. */
+const WAVE_BATCH = 500;
 
 export function createOperatorService(deps: OperatorDeps) {
   const { accounts, rollout, lockout, hasher, log, clock, actor } = deps;
@@ -91,6 +103,8 @@ export function createOperatorService(deps: OperatorDeps) {
       aliases?: string[];
       upstreamUser?: string;
       upstream?: string;
+      lang?: string;
+      tz?: string;
     }): Promise<AccountView> {
       if (input.primaryPassword !== undefined && input.primaryHash !== undefined) {
         throw new UsageError('give either a primary password or a primary hash, not both');
@@ -104,6 +118,12 @@ export function createOperatorService(deps: OperatorDeps) {
       }
       if (input.primaryPassword !== undefined && input.primaryPassword.length === 0) {
         throw new UsageError('the primary password is empty');
+      }
+      if (input.lang !== undefined && input.lang !== 'ja' && input.lang !== 'en') {
+        throw new UsageError(`lang "${input.lang}" is not ja or en`);
+      }
+      if (input.tz !== undefined && !isTimeZone(input.tz)) {
+        throw new UsageError(`tz "${input.tz}" is not an IANA time zone like Asia/Tokyo`);
       }
       let primaryHash: string | null = null;
       if (input.primaryHash !== undefined) {
@@ -122,6 +142,8 @@ export function createOperatorService(deps: OperatorDeps) {
         msisdn: input.msisdn ?? null,
         upstreamUser: input.upstreamUser ?? null,
         upstream: input.upstream ?? null,
+        lang: (input.lang as 'ja' | 'en' | undefined) ?? null,
+        tz: input.tz ?? null,
         now: clock(),
       });
       audit('account.add', { login: account.login, aliases: account.aliases });
@@ -247,12 +269,29 @@ export function createOperatorService(deps: OperatorDeps) {
       target: { logins: string[] } | { percent: number } | { all: true },
       phase: Phase,
       at?: number,
-    ): Promise<{ phase: Phase; at: string; seq: number; logins?: string[]; percent?: number }> {
+    ): Promise<{
+      phase: Phase;
+      at: string;
+      seq: number;
+      logins?: string[];
+      percent?: number;
+      notices?: WaveNoticeCounts;
+    }> {
       const now = clock();
       const start = at ?? now;
+      const outbox = deps.notices;
       if ('logins' in target) {
         if (target.logins.length === 0) throw new UsageError('name at least one login');
         const rule: Rule = { phase, at: start, seq: await rollout.nextSeq() };
+        // The accounts as they were, for whom this rule changes anything (S8 notices).
+        const before: Account[] = [];
+        if (outbox) {
+          for (let i = 0; i < target.logins.length; i += WAVE_BATCH) {
+            for (const a of await accounts.getMany(target.logins.slice(i, i + WAVE_BATCH))) {
+              if (a && !a.imapHash) before.push(a);
+            }
+          }
+        }
         const { changed, missing } = await accounts.setDomesticRule(target.logins, rule);
         if (missing.length) {
           const shown = missing
@@ -269,7 +308,27 @@ export function createOperatorService(deps: OperatorDeps) {
           seq: rule.seq,
           logins: changed.length <= 20 ? changed : changed.length,
         });
-        return { phase, at: new Date(start).toISOString(), seq: rule.seq, logins: changed };
+        const result = { phase, at: new Date(start).toISOString(), seq: rule.seq, logins: changed };
+        if (!outbox) return result;
+        const doc = await rollout.getDoc();
+        const counts = emptyCounts();
+        for (let i = 0; i < before.length; i += WAVE_BATCH) {
+          const specs = before.slice(i, i + WAVE_BATCH).flatMap((a) => {
+            const n = waveNotice({
+              account: a,
+              before: doc,
+              after: doc,
+              explicitBefore: a.domestic,
+              explicitAfter: rule,
+              rule,
+              now,
+            });
+            return n ? [n] : [];
+          });
+          addResults(counts, await outbox.enqueueMany(specs));
+        }
+        audit('rollout.domestic.notices', { seq: rule.seq, ...counts });
+        return { ...result, notices: counts };
       }
       const percent = 'all' in target ? 100 : target.percent;
       if (
@@ -282,9 +341,31 @@ export function createOperatorService(deps: OperatorDeps) {
           `percent must be a number above 0 and at most 100, in steps of 0.01, not "${percent}"`,
         );
       }
+      const docBefore = outbox ? await rollout.getDoc() : null;
       const wave: Wave = await rollout.addDomesticWave(percent, phase, start, now);
       audit('rollout.domestic', { phase, at: new Date(start).toISOString(), seq: wave.seq, percent });
-      return { phase, at: new Date(start).toISOString(), seq: wave.seq, percent };
+      const result = { phase, at: new Date(start).toISOString(), seq: wave.seq, percent };
+      if (!outbox || !docBefore) return result;
+      // Walks every account a batch at a time (as rollout status does), queueing as it goes.
+      const docAfter = await rollout.getDoc();
+      const counts = emptyCounts();
+      await accounts.forEachAccountBatch(async (batch) => {
+        const specs = batch.flatMap((a) => {
+          const n = waveNotice({
+            account: a,
+            before: docBefore,
+            after: docAfter,
+            explicitBefore: a.domestic,
+            explicitAfter: a.domestic,
+            rule: wave,
+            now,
+          });
+          return n ? [n] : [];
+        });
+        if (specs.length) addResults(counts, await outbox.enqueueMany(specs));
+      }, WAVE_BATCH);
+      audit('rollout.domestic.notices', { seq: wave.seq, ...counts });
+      return { ...result, notices: counts };
     },
 
     /** Lifts both restrictions for one account until a time (a travelling subscriber). */
@@ -385,11 +466,16 @@ export interface RolloutStatus {
  */
 export function operatorServiceOn(
   redis: Redis,
-  config: Pick<Config, 'redis' | 'passwords' | 'lockout'>,
+  config: Pick<Config, 'redis' | 'passwords' | 'lockout'> & Partial<Pick<Config, 'notify'>>,
   opts: { log: Logger; actor: string; clock?: () => number; audit?: AuditSink },
 ): OperatorService {
   const prefix = config.redis.keyPrefix;
+  const clock = opts.clock ?? Date.now;
   return createOperatorService({
+    // With an SMS gateway configured, a domestic wave queues its notices (S8).
+    ...(config.notify?.webhook
+      ? { notices: new RedisOutbox({ redis, prefix, config: config.notify, log: opts.log, clock }) }
+      : {}),
     accounts: new AccountStore(redis, prefix),
     rollout: new RolloutStore(redis, prefix),
     lockout: new LockoutStore(redis, prefix, config.lockout),

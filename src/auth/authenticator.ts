@@ -1,8 +1,9 @@
 import type { LockoutStore } from '../accounts/lockout-store.js';
 import type { Account, AccountStore } from '../accounts/store.js';
 import type { LockoutConfig } from '../config/schema.js';
-import type { GeoAnswer } from '../geo/geo.js';
+import type { GeoAnswer, Provider } from '../geo/geo.js';
 import type { NoticeSink } from '../notify/notices.js';
+import { enforceDate } from '../notify/schedule.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { bucketOf, type Cohort, domesticPhase, overseasPhase } from '../rollout/engine.js';
@@ -54,7 +55,8 @@ export interface AuthenticatorDeps {
   lockout: Pick<LockoutStore, 'recordFailure' | 'recordSuccess'>;
   lockoutConfig: LockoutConfig;
   rollout: Pick<RolloutStore, 'record'>;
-  geo: { lookup(ip: string): GeoAnswer };
+  /** provider: AS number and organisation (S11), when the gateway has an ASN source. */
+  geo: { lookup(ip: string): GeoAnswer; provider?(ip: string): Provider | null };
   hasher: Pick<PasswordHasher, 'verify' | 'verifyDummy' | 'hash' | 'needsRehash'>;
   notices: NoticeSink;
   log: Logger;
@@ -120,6 +122,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
   async function authenticate(req: AuthRequest): Promise<AuthResult> {
     const started = clock();
     const where = geo.lookup(req.clientIp);
+    const provider = geo.provider?.(req.clientIp) ?? null;
     const src = sourceKey(req.clientIp);
     const logLine = {
       event: 'auth',
@@ -127,7 +130,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       login: req.login,
       ip: req.clientIp,
       country: where.country,
-      asn: where.asn ?? null,
+      asn: where.asn ?? provider?.asn ?? null,
       protocol: req.protocol,
     };
     try {
@@ -167,6 +170,16 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
             ip: req.clientIp,
             country: where.country,
             at: started,
+            lang: account.lang,
+            tz: account.tz,
+            ...(notice === 'restriction-warning' && decision.kind === 'allow'
+              ? {
+                  warnings: decision.wouldRefuse.map((restriction) => ({
+                    restriction,
+                    enforceAt: enforceDate(looked.rollout, restriction, account, started),
+                  })),
+                }
+              : {}),
           });
         }
       }
@@ -181,6 +194,17 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
           background('stats', req.sessionId, rollout.record('would-refuse', r, cohortOf(r), started));
         }
         background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
+        // S11: one background round trip, after the reply is decided.
+        notices.loginAllowed?.({
+          login: acct.login,
+          msisdn: acct.msisdn,
+          lang: acct.lang,
+          tz: acct.tz,
+          protocol: req.protocol,
+          country: where.country,
+          provider,
+          at: started,
+        });
         if (decision.credential === 'primary' && acct.primaryHash && hasher.needsRehash(acct.primaryHash)) {
           background(
             'rehash',

@@ -16,6 +16,7 @@ import type { Config } from '../config/schema.js';
 import { startGateway } from '../main.js';
 import { createLogger } from '../observability/logger.js';
 import { ConfigError, MailgateError, RefusedError, UsageError } from '../util/errors.js';
+import { addNotifyCommands } from './notify.js';
 
 /**
  * bin/mailgate: argv in, one service call, text or JSON out. Exit codes: 0 done, 1 refused or
@@ -190,9 +191,11 @@ export function buildProgram(): Command {
     )
     .option('--upstream-user <name>', 'user name at the mail store, if not the login')
     .option('--upstream <host:port>', 'mail store for this account, if not the configured servers')
+    .option('--lang <ja|en>', 'language of SMS notices (default: notify.defaults.lang)')
+    .option('--tz <zone>', 'IANA time zone for SMS quiet hours and dates, e.g. Europe/London')
     .addHelpText(
       'after',
-      '\nExample:\n  echo -n "$PW" | mailgate account add alice@example.jp --primary-password-stdin --msisdn +819012345678 --alias alice',
+      '\nExample:\n  echo -n "$PW" | mailgate account add alice@example.jp --primary-password-stdin --msisdn +819012345678 --alias alice --lang en',
     )
     .action(
       async (
@@ -204,6 +207,8 @@ export function buildProgram(): Command {
           alias: string[];
           upstreamUser?: string;
           upstream?: string;
+          lang?: string;
+          tz?: string;
         },
       ) => {
         const primaryPassword = opts.primaryPasswordStdin ? await readStdinLine() : undefined;
@@ -216,6 +221,8 @@ export function buildProgram(): Command {
             ...(opts.msisdn !== undefined ? { msisdn: opts.msisdn } : {}),
             ...(opts.upstreamUser !== undefined ? { upstreamUser: opts.upstreamUser } : {}),
             ...(opts.upstream !== undefined ? { upstream: opts.upstream } : {}),
+            ...(opts.lang !== undefined ? { lang: opts.lang } : {}),
+            ...(opts.tz !== undefined ? { tz: opts.tz } : {}),
           });
           out.result(view, `created ${view.login}`);
         });
@@ -439,7 +446,11 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
                 ? 'every account'
                 : `${r.percent}% of accounts`
               : `${r.logins?.length ?? 0} account(s)`;
-          out.result(r, `domestic restriction ${r.phase} for ${who} from ${r.at}`);
+          const n = r.notices;
+          const sms = n
+            ? `\nSMS notices (S8): ${n.queued} queued, ${n.deferred} deferred to quiet hours, ${n.noMsisdn} without msisdn, ${n.suppressed} already sent or capped`
+            : '';
+          out.result(r, `domestic restriction ${r.phase} for ${who} from ${r.at}${sms}`);
         });
       },
     );
@@ -511,6 +522,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
       }
     });
 
+  addNotifyCommands(program, withCommonOptions);
   return program;
 }
 

@@ -134,6 +134,16 @@ export function enforceDate(
   return best;
 }
 
+/** Whether this Node.js knows the IANA time zone name. */
+export function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** +819012345678 -> +8190****5678: enough to recognise a number in a log, not to dial it. */
 export function maskMsisdn(msisdn: string): string {
   if (msisdn.length <= 7) return '****';
