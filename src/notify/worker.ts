@@ -59,6 +59,11 @@ export interface DeliveryWorkerDeps {
   blockMs?: number;
   /** Consumer name in the group; default host-pid-random. */
   consumer?: string;
+  /**
+   * How often due deferred notices (retries, quiet hours) are moved to the stream and stale
+   * ones taken over: the precision of backoff and deferral. Default 500.
+   */
+  housekeepingMs?: number;
   random?: () => number;
 }
 
@@ -85,6 +90,7 @@ export class DeliveryWorker {
   readonly #clock: () => number;
   readonly #random: () => number;
   readonly #blockMs: number;
+  readonly #housekeepingMs: number;
   readonly #inFlight = new Set<Promise<void>>();
   #running: Promise<void> | null = null;
   #stopping = false;
@@ -100,6 +106,7 @@ export class DeliveryWorker {
     this.#clock = deps.clock ?? Date.now;
     this.#random = deps.random ?? Math.random;
     this.#blockMs = Math.max(1, Math.min(MAX_BLOCK_MS, deps.blockMs ?? MAX_BLOCK_MS));
+    this.#housekeepingMs = deps.housekeepingMs ?? HOUSEKEEPING_MS;
     this.consumer = deps.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
 
@@ -133,8 +140,9 @@ export class DeliveryWorker {
     }
     while (!this.#stopping) {
       try {
-        if (this.#clock() >= this.#nextHousekeeping) {
-          this.#nextHousekeeping = this.#clock() + HOUSEKEEPING_MS;
+        // Paced by the monotonic clock: `clock` is business time (due dates), which tests move.
+        if (performance.now() >= this.#nextHousekeeping) {
+          this.#nextHousekeeping = performance.now() + this.#housekeepingMs;
           await this.#promote();
           for (const e of await this.#claim()) this.#dispatch(e);
         }
@@ -143,7 +151,11 @@ export class DeliveryWorker {
           await Promise.race(this.#inFlight);
           continue;
         }
-        for (const e of await this.#read(room)) this.#dispatch(e);
+        const block = Math.max(
+          1,
+          Math.min(this.#blockMs, Math.ceil(this.#nextHousekeeping - performance.now())),
+        );
+        for (const e of await this.#read(room, block)) this.#dispatch(e);
       } catch (err) {
         if (this.#stopping) break;
         await this.#pause(err as Error);
@@ -195,7 +207,7 @@ export class DeliveryWorker {
     return entries;
   }
 
-  async #read(count: number): Promise<StreamEntry[]> {
+  async #read(count: number, blockMs: number): Promise<StreamEntry[]> {
     const { outbox, group } = this.#keys;
     const r = (await this.#reader.xreadgroup(
       'GROUP',
@@ -204,7 +216,7 @@ export class DeliveryWorker {
       'COUNT',
       count,
       'BLOCK',
-      this.#blockMs,
+      blockMs,
       'STREAMS',
       outbox,
       '>',
