@@ -7,6 +7,7 @@ import { RedisAuditLog } from './admin/audit.js';
 import { AdminServer } from './admin/http.js';
 import { createOperatorService } from './admin/service.js';
 import { createAuthenticator } from './auth/authenticator.js';
+import { CredentialCache } from './auth/credential-cache.js';
 import { PasswordHasher } from './auth/passwords.js';
 import type { Config } from './config/schema.js';
 import { Geo } from './geo/geo.js';
@@ -70,6 +71,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     maxConcurrent: config.passwords.maxConcurrentVerifies,
     maxQueued: config.passwords.maxQueuedVerifies,
   });
+  const credentialCache = new CredentialCache(config.passwords.cache, clock);
   geo.providersReady.then(
     (ready) =>
       ready &&
@@ -84,7 +86,10 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     ? new RedisOutbox({ redis, prefix: config.redis.keyPrefix, config: config.notify, log, clock })
     : null;
   const notices = overrides.notices ?? outbox ?? new LogNoticeSink(log);
-  const metrics = new Metrics({ passwordQueue: () => hasher.load });
+  const metrics = new Metrics({
+    passwordQueue: () => hasher.load,
+    credentialCache: () => credentialCache.stats,
+  });
   const authenticator = createAuthenticator({
     accounts,
     lockout: new LockoutStore(redis, config.redis.keyPrefix, config.lockout),
@@ -96,6 +101,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     log,
     clock,
     metrics,
+    credentialCache,
   });
   const trustedProxies = new CidrSet(config.proxyProtocol.trusted);
   const sessions = new SessionRegistry();

@@ -10,6 +10,7 @@ import { bucketOf, type Cohort, domesticPhase, overseasPhase } from '../rollout/
 import type { RolloutStore } from '../rollout/store.js';
 import { MailgateError } from '../util/errors.js';
 import { OverloadedError } from '../util/semaphore.js';
+import { type CredentialCache, credentialStateOf } from './credential-cache.js';
 import { isLocked, isThrottled, sourceKey, tarpitDelayMs } from './lockout.js';
 import type { PasswordHasher } from './passwords.js';
 import {
@@ -62,6 +63,8 @@ export interface AuthenticatorDeps {
   log: Logger;
   clock: () => number;
   metrics?: Pick<GatewayMetrics, 'auth'>;
+  /** Remembers match() outcomes per credential state (auth/credential-cache.ts); absent: none. */
+  credentialCache?: Pick<CredentialCache, 'enabled' | 'get' | 'set'>;
 }
 
 /**
@@ -97,6 +100,22 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
     if (!account?.primaryHash) await hasher.verifyDummy(password);
     await hasher.verifyDummy(password);
     return 'none';
+  }
+
+  /**
+   * match() through the credential cache: a hit skips the verifications (and the hashing
+   * queue). The key covers the credential versions and hashes just read from Redis, so a
+   * changed credential misses on every gateway at once. Uncached paths keep match()'s timing.
+   */
+  async function cachedMatch(account: Account | null, login: string, password: Buffer) {
+    const cache = deps.credentialCache;
+    if (!cache?.enabled) return match(account, password);
+    const state = credentialStateOf(account, login);
+    const known = cache.get(state, password);
+    if (known !== undefined) return known;
+    const matched = await match(account, password);
+    cache.set(state, password, matched);
+    return matched;
   }
 
   /**
@@ -139,7 +158,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       const throttled = isThrottled(looked.lockout, lockoutConfig);
       const locked = account !== null && isLocked(looked.lockout);
       // A refused source or a locked account is answered without spending a verification.
-      const matched = throttled || locked ? 'none' : await match(account, req.password);
+      const matched = throttled || locked ? 'none' : await cachedMatch(account, req.login, req.password);
       const exempt = account?.exemptUntil != null && account.exemptUntil > started;
       const domestic = account
         ? domesticPhase(

@@ -146,12 +146,23 @@ const argon2 = z.strictObject({
   parallelism: z.number().int().min(1).max(16).default(1),
 });
 
+const credentialCache = z.strictObject({
+  /** A password that matched is remembered this long (Dovecot auth_cache_ttl: 1 h); 0 turns the cache off. */
+  ttlMs: z.number().int().min(0).default(3_600_000),
+  maxEntries: z.number().int().min(1).default(100_000),
+  /** A password that matched nothing is remembered this long; 0: no negative entries. */
+  negativeTtlMs: z.number().int().min(0).default(60_000),
+  maxNegativeEntries: z.number().int().min(1).default(10_000),
+});
+
 const passwords = z.strictObject({
   argon2: argon2.default(argon2.parse({})),
   /** Hash verifications running at once in this process; the rest queue (libuv pool has 4 threads). */
   maxConcurrentVerifies: z.number().int().min(1).max(64).default(2),
   /** Verifications allowed to wait; beyond this a login gets a temporary failure instead of queueing. */
   maxQueuedVerifies: z.number().int().min(0).default(1000),
+  /** Verified passwords remembered per process (auth/credential-cache.ts), as Dovecot's auth_cache. */
+  cache: credentialCache.default(credentialCache.parse({})),
 });
 
 /**

@@ -33,6 +33,14 @@ const AUTH_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 export interface MetricsOptions {
   /** Password verifications waiting for the hashing semaphore, read at scrape time. */
   passwordQueue?: () => { queued: number; active: number };
+  /** Credential cache counts, read at scrape time. */
+  credentialCache?: () => {
+    hits: number;
+    negativeHits: number;
+    misses: number;
+    entries: number;
+    negativeEntries: number;
+  };
   /** Node.js process metrics (CPU, memory, event loop lag, GC). Default true. */
   processMetrics?: boolean;
 }
@@ -101,6 +109,33 @@ export class Metrics implements GatewayMetrics {
         registers,
         collect() {
           this.set(passwordQueue().active);
+        },
+      });
+    }
+    const cache = opts.credentialCache;
+    if (cache) {
+      new Counter({
+        name: 'mailgate_credential_cache_lookups_total',
+        help: 'Credential cache lookups: result hit (password matched), negative-hit (matched nothing) or miss',
+        labelNames: ['result'] as const,
+        registers,
+        collect() {
+          const s = cache();
+          this.reset();
+          this.inc({ result: 'hit' }, s.hits);
+          this.inc({ result: 'negative-hit' }, s.negativeHits);
+          this.inc({ result: 'miss' }, s.misses);
+        },
+      });
+      new Gauge({
+        name: 'mailgate_credential_cache_entries',
+        help: 'Entries in the credential cache: kind positive or negative',
+        labelNames: ['kind'] as const,
+        registers,
+        collect() {
+          const s = cache();
+          this.set({ kind: 'positive' }, s.entries);
+          this.set({ kind: 'negative' }, s.negativeEntries);
         },
       });
     }

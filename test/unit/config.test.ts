@@ -72,6 +72,7 @@ describe('defaults', () => {
         argon2: { memoryKiB: 19456, iterations: 2, parallelism: 1 },
         maxConcurrentVerifies: 2,
         maxQueuedVerifies: 1000,
+        cache: { ttlMs: 3_600_000, maxEntries: 100_000, negativeTtlMs: 60_000, maxNegativeEntries: 10_000 },
       },
       lockout: {
         windowMs: 900_000,
