@@ -184,6 +184,8 @@ const addAccountBody = z.strictObject({
   aliases: z.array(z.string()).optional(),
   upstreamUser: z.string().optional(),
   upstream: z.string().optional(),
+  lang: z.string().optional(),
+  tz: z.string().optional(),
 });
 const issueBody = z.strictObject({ ifAbsent: z.boolean().default(false) });
 /** A start time for a rollout rule: ISO 8601, like the CLI's --at. */

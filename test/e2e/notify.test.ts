@@ -1,12 +1,21 @@
 // Subscriber notifications end to end: a real Redis, Dovecot and gateway (with its delivery
 // worker), clients placed in Japan or abroad by PROXY headers, and a small real HTTP server
 // standing in for the SMS gateway.
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type DovecotServer, type RedisServer, startDovecot, startRedis } from '../../src/devenv/servers.js';
+import { freePort } from '../../src/devenv/ports.js';
+import {
+  type DovecotServer,
+  type PostfixServer,
+  type RedisServer,
+  startDovecot,
+  startRedis,
+} from '../../src/devenv/servers.js';
 import { bucketOf, inWave } from '../../src/rollout/engine.js';
 import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { loginFrom } from '../support/raw-client.js';
 import { FakeSmsGateway } from '../support/sms-gateway.js';
+import { plain, smtpCommand, smtpSession } from '../support/smtp.js';
 
 const JAPAN = '49.96.0.1'; // JP, AS9605 NTT DOCOMO
 const JAPAN_V6 = '240a:2:c90::1'; // JP, AS9605 too
@@ -21,6 +30,7 @@ let sms: FakeSmsGateway;
 let t: TestGateway;
 let n = 0;
 const users = [
+  'okuru',
   'tabi',
   'kaisha',
   'kenji',
@@ -53,10 +63,14 @@ beforeAll(async () => {
     startDovecot({ users: users.map((user) => ({ user, password: 'store-secret' })) }),
     FakeSmsGateway.start(),
   ]);
+  // SMTP submission in front of a port where nothing listens: AUTH is decided (and notified)
+  // before the submission server is reached, which then fails with 454.
+  const nowhere = { host: '127.0.0.1', port: await freePort() } as PostfixServer;
   t = await startTestGateway({
     redis,
     dovecot,
     keyPrefix: 'nt:',
+    smtp: { postfix: nowhere },
     configure: (raw) => {
       raw.notify = {
         webhook: { url: sms.url, token: 'sms-gateway-token-1', timeoutMs: 1_000 },
@@ -114,7 +128,7 @@ describe('restriction SMS', () => {
     const lines = t.logs.raw.filter((l) => l.includes('"event":"notify"'));
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.join('\n')).not.toContain(msisdnOf('tabi'));
-    expect(lines.join('\n')).toContain('+8190****0000');
+    expect(lines.join('\n')).toContain(`${msisdnOf('tabi').slice(0, 5)}****${msisdnOf('tabi').slice(-4)}`);
   });
 
   it('an English account gets the English text, dated in its own time zone', async () => {
@@ -219,5 +233,40 @@ describe('login notification (S11)', () => {
     // The auth log line names the provider.
     const auth = t.logs.events('auth').filter((l) => l.login === login('ken') && l.ip === GOOGLE);
     expect(auth[0]).toMatchObject({ asn: 15169, country: 'US' });
+  });
+
+  it('an SMTP login from a new provider notifies too, naming SMTP', async () => {
+    expect(await imapLogin(JAPAN, 'okuru')).toMatch(/^a OK/); // the usual place
+    const c = await smtpSession(t.smtpPort('none'), { from: GOOGLE });
+    try {
+      // Allowed, then the (absent) submission server fails: 454, after the decision.
+      expect(await smtpCommand(c, plain(login('okuru'), PRIMARY))).toMatch(/^454 4\.7\.0/);
+    } finally {
+      c.close();
+    }
+    await settled();
+    const got = sms.to(msisdnOf('okuru'), 'login-notification');
+    expect(got).toHaveLength(1);
+    expect(got[0]!.text).toContain('接続方法：SMTP');
+  });
+});
+
+describe('account language and time zone', () => {
+  it('account import sets and clears lang and tz; account show has them', async () => {
+    const lines = async (...rows: string[]) => {
+      const s = await t.ops.importAccounts(Readable.from([`${rows.join('\n')}\n`]), { name: 'x.jsonl' });
+      expect(s.rejected).toBe(0);
+    };
+    await lines(
+      '{"login":"imported@example.jp","msisdn":"+819099990000","lang":"en","tz":"America/New_York"}',
+    );
+    expect(await t.ops.showAccount('imported@example.jp')).toMatchObject({
+      lang: 'en',
+      tz: 'America/New_York',
+    });
+    await lines('{"login":"imported@example.jp","lang":null,"tz":""}');
+    const view = await t.ops.showAccount('imported@example.jp');
+    expect(view.lang).toBeUndefined();
+    expect(view.tz).toBeUndefined();
   });
 });

@@ -204,6 +204,21 @@ describe('parseJsonLine', () => {
     });
   });
 
+  it('reads the SMS language and time zone; empty clears them', () => {
+    expect(parseJsonLine(1, '{"login":"a","lang":"en","tz":"Europe/London"}')).toEqual({
+      line: 1,
+      login: 'a',
+      lang: 'en',
+      tz: 'Europe/London',
+    });
+    expect(parseCsvRow(2, parseCsvHeader(1, 'login,lang,tz'), 'b,,')).toEqual({
+      line: 2,
+      login: 'b',
+      lang: null,
+      tz: null,
+    });
+  });
+
   it('normalises an argon2 hash and keeps a bcrypt hash', () => {
     const reordered = PHC.replace('m=64,t=1,p=1', 'm=64,p=1,t=1');
     expect(parseJsonLine(1, JSON.stringify({ login: 'a', primaryHash: reordered }))).toMatchObject({
@@ -236,6 +251,8 @@ describe('parseJsonLine', () => {
     ],
     ['{"login": "a", "upstream": "mail1"}', 'bad-upstream'],
     ['{"login": "a", "upstreamUser": "a b"}', 'malformed'],
+    ['{"login": "a", "lang": "fr"}', 'bad-lang'],
+    ['{"login": "a", "tz": "Asia/Nowhere"}', 'bad-tz'],
   ])('%s is rejected: %s', (text, reason) => {
     expect(parseJsonLine(5, text)).toMatchObject({ line: 5, reason });
   });
