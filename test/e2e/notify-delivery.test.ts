@@ -26,8 +26,8 @@ function notifyConfig(
     redis: { url: redis.url },
     geo: { domesticCountries: ['JP'] },
     notify: {
-      webhook: { url: sms.url, timeoutMs: 500 },
-      worker: { concurrency: 4, maxAttempts: 3, backoff: { baseMs: 60, maxMs: 400 }, claimIdleMs: 1_000 },
+      webhook: { url: sms.url, timeoutMs: 3_000 },
+      worker: { concurrency: 4, maxAttempts: 3, backoff: { baseMs: 60, maxMs: 400 }, claimIdleMs: 5_000 },
       dailyCap: 0,
       dedupeWindowMs: 0,
       ...over,
@@ -74,7 +74,7 @@ afterAll(async () => {
 describe('delivery', () => {
   it('webhook down: retried with growing backoff under the same idempotency key, then delivered once', async () => {
     const { outbox, worker } = setup('d1:', {
-      worker: { concurrency: 4, maxAttempts: 5, backoff: { baseMs: 60, maxMs: 400 }, claimIdleMs: 1_000 },
+      worker: { concurrency: 4, maxAttempts: 5, backoff: { baseMs: 60, maxMs: 400 }, claimIdleMs: 5_000 },
     });
     sms.failNext(3);
     expect(await outbox.enqueue(notice('down@example.jp'))).toBe('queued');
