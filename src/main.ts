@@ -57,6 +57,11 @@ export interface GatewayOverrides {
   log?: Logger;
   notices?: NoticeSink;
   clock?: () => number;
+  /**
+   * Under the supervisor (supervisor.ts): whether this worker serves the admin API (one worker
+   * does), and /metrics summed over every worker.
+   */
+  worker?: { admin: boolean; exposeMetrics(): Promise<{ contentType: string; body: string }> } | null;
 }
 
 export async function startGateway(config: Config, overrides: GatewayOverrides = {}): Promise<Gateway> {
@@ -167,7 +172,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
         'listening',
       );
     }
-    if (config.admin) {
+    if (config.admin && (overrides.worker?.admin ?? true)) {
       const audit = new RedisAuditLog(redis, config.redis.keyPrefix, log);
       // The API's operator service shares the gateway's stores and hasher; only the actor differs.
       const operator = {
@@ -184,7 +189,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
         config: config.admin,
         operatorService: (actor) => createOperatorService({ ...operator, actor }),
         audit,
-        metrics,
+        metrics: overrides.worker ? { expose: () => overrides.worker!.exposeMetrics() } : metrics,
         readiness: { redis: () => redis.ping(), geo: () => geo.database },
         log,
       });

@@ -13,8 +13,8 @@ import { type OperatorService, operatorServiceOn, type RolloutStatus } from '../
 import type { Phase } from '../auth/policy.js';
 import { loadConfig, redactConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { startGateway } from '../main.js';
 import { createLogger } from '../observability/logger.js';
+import { resolveWorkers, serve } from '../supervisor.js';
 import { ConfigError, MailgateError, RefusedError, UsageError } from '../util/errors.js';
 import { addNotifyCommands } from './notify.js';
 
@@ -139,26 +139,18 @@ export function buildProgram(): Command {
     );
 
   withCommonOptions(program.command('serve'))
-    .description('run the gateway with every configured listener')
+    .description('run the gateway with every configured listener, one worker process per core')
+    .option(
+      '--workers <n>',
+      'worker processes, or "auto" for one per core; 1: a single process (default: config workers)',
+    )
     .addHelpText(
       'after',
-      '\nExample:\n  mailgate serve --config /etc/mailgate/mailgate.yaml\n\nSIGHUP reloads the TLS certificate and GeoIP database; SIGTERM/SIGINT stop.',
+      '\nExamples:\n  mailgate serve --config /etc/mailgate/mailgate.yaml\n  mailgate serve --config /etc/mailgate/mailgate.yaml --workers 1\n\nA supervisor restarts a worker that dies. SIGHUP reloads the TLS certificate and GeoIP\ndatabase in every worker; SIGTERM/SIGINT stop them all.',
     )
-    .action(async (opts: GlobalOpts) => {
+    .action(async (opts: GlobalOpts & { workers?: string }) => {
       const config = loadConfig(opts.config);
-      const gateway = await startGateway(config);
-      process.on('SIGHUP', () => {
-        gateway
-          .reload()
-          .catch((err: Error) => gateway.log.error({ event: 'reload', error: err.message }, 'reload failed'));
-      });
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
-      gateway.log.info({ event: 'shutdown' }, 'stopping');
-      await gateway.close();
-      gateway.log.flush();
+      await serve(config, opts.workers === undefined ? {} : { workers: workersArg(opts.workers) });
     });
 
   withCommonOptions(program.command('check-config'))
@@ -524,6 +516,15 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
 
   addNotifyCommands(program, withCommonOptions);
   return program;
+}
+
+function workersArg(value: string): number {
+  if (value === 'auto') return resolveWorkers('auto');
+  const n = Number(value);
+  if (!/^\d{1,3}$/.test(value) || n < 1 || n > 256) {
+    throw new UsageError(`--workers must be "auto" or a number from 1 to 256, not "${value}"`);
+  }
+  return n;
 }
 
 function timeArg(value: string, option: string): number {

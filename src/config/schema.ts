@@ -339,6 +339,8 @@ export const configSchema = z.strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     })
     .default({ level: 'info' }),
+  /** serve: worker processes sharing the listeners; "auto" is one per core (SPEC 3.6), 1 runs in one process. */
+  workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
   redis: z.strictObject({
     url: z.string().regex(/^rediss?:\/\//, 'expected redis://HOST:PORT/DB or rediss://'),
     /** Prefix of every key, so that several deployments (or tests) can share one Redis. */

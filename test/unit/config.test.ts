@@ -59,6 +59,7 @@ describe('defaults', () => {
   it('a minimal config gets the documented defaults', () => {
     expect(parseConfig(minimal(), { env: {} })).toEqual({
       log: { level: 'info' },
+      workers: 'auto',
       redis: { url: 'redis://127.0.0.1:6379/0', keyPrefix: 'mg:', commandTimeoutMs: 2000 },
       proxyProtocol: { trusted: [], timeoutMs: 3000 },
       geo: {
