@@ -147,7 +147,9 @@ export class DeliveryWorker {
           for (const e of await this.#claim()) this.#dispatch(e);
         }
         const room = this.#config.worker.concurrency - this.#inFlight.size;
-        if (room <= 0) {
+        // Read in batches (half the concurrency at least): a read per finished request would
+        // add a Redis round trip to every notice.
+        if (room < Math.ceil(this.#config.worker.concurrency / 2)) {
           await Promise.race(this.#inFlight);
           continue;
         }
