@@ -79,7 +79,8 @@ describe('delivery', () => {
     sms.failNext(3);
     expect(await outbox.enqueue(notice('down@example.jp'))).toBe('queued');
     worker.start();
-    await sms.waitFor(() => sms.to('+819012345678').some((p) => p.text.length > 0), 5_000, 'delivery');
+    // Settled: the worker counts a notice once its acknowledgement is written, after the 200.
+    await sms.waitFor(() => worker.stats.sent === 1, 5_000, 'delivery');
     const tries = sms.received.filter(
       (r) => r.payload.idempotencyKey === sms.to('+819012345678')[0]!.idempotencyKey,
     );
@@ -147,7 +148,7 @@ describe('delivery', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(sms.to('+819055556666')).toEqual([]);
     now = Date.parse('2026-06-18T08:00:00+09:00');
-    await sms.waitFor(() => sms.to('+819055556666').length === 1, 5_000, 'the deferred notice');
+    await sms.waitFor(() => worker.stats.sent === 2, 5_000, 'the deferred notice');
     expect(sms.to('+819055556666')[0]!.text).toContain('日時：2026年6月17日 19:05 JST'); // when it happened
     expect((await admin.tail(10)).map((e) => [e.event, e.msisdn])).toEqual([
       ['deferred', '+8190****6666'],
