@@ -9,6 +9,7 @@ import { createLogger } from '../observability/logger.js';
 import { makeCertificate } from './cert.js';
 import { freePort } from './ports.js';
 import { startDovecot, startPostfix, startRedis } from './servers.js';
+import { startSmsPrinter } from './sms-printer.js';
 
 /**
  * scripts/demo: a private Redis, Dovecot and Postfix (the SMTP upstream, delivering to Dovecot
@@ -35,6 +36,8 @@ async function main(): Promise<void> {
   const [imaps, imap] = [await freePort(), await freePort()];
   const [smtps, submission] = [await freePort(), await freePort()];
   const tls = makeCertificate(dir);
+  // The subscribers' phones: SMS notices are printed here as the gateway sends them.
+  const sms = await startSmsPrinter(say);
   const configFile = join(dir, 'mailgate.yaml');
   // JSON is YAML; the operator commands printed below use this same file.
   writeFileSync(
@@ -69,6 +72,7 @@ async function main(): Promise<void> {
         },
         // Cheaper than production so the demo starts fast; see config/example.yaml.
         passwords: { argon2: { memoryKiB: 4096, iterations: 2, parallelism: 1 } },
+        notify: { webhook: { url: sms.url }, links: { imapPassword: 'https://example.jp/imap-password' } },
       },
       null,
       2,
@@ -85,11 +89,14 @@ async function main(): Promise<void> {
     aliases: ['taro'],
     primaryPassword: 'taro-primary-pw',
     upstreamUser: 'taro',
+    msisdn: '+819012345678',
   });
   await ops.addAccount({
     login: 'hanako@example.jp',
     primaryPassword: 'hanako-primary-pw',
     upstreamUser: 'hanako',
+    msisdn: '+819087654321',
+    lang: 'en',
   });
   const { password } = await ops.issueImapPassword('taro@example.jp', { ifAbsent: false });
   await ops.setOverseasPhase('enforce');
@@ -145,6 +152,9 @@ Try the rollout (in another terminal; takes effect on the next login):
   ${BIN} rollout domestic enforce --login hanako@example.jp --config ${configFile}
   ${BIN} imap-password issue hanako@example.jp --config ${configFile}
   ${BIN} rollout status --config ${configFile}
+The first command sends hanako the domestic-restriction SMS, and her next login with the
+primary password the connection-error SMS; they are printed here (the demo's SMS gateway).
+  ${BIN} notify tail --config ${configFile}
 
 Ctrl-C stops everything.`);
 
@@ -154,6 +164,7 @@ Ctrl-C stops everything.`);
   });
   say('\nStopping...');
   await gateway.close();
+  await sms.close();
   log.flush();
   await postfix.stop();
   await Promise.allSettled([dovecot.stop(), redis.stop()]);
