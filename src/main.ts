@@ -87,14 +87,14 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     (err: Error) =>
       log.warn({ event: 'geo', error: err.message }, 'ASN data not loaded: provider facts unavailable'),
   );
-  const outbox = config.notify.webhook
-    ? new RedisOutbox({ redis, prefix: config.redis.keyPrefix, config: config.notify, log, clock })
-    : null;
-  const notices = overrides.notices ?? outbox ?? new LogNoticeSink(log);
   const metrics = new Metrics({
     passwordQueue: () => hasher.load,
     credentialCache: () => credentialCache.stats,
   });
+  const outbox = config.notify.webhook
+    ? new RedisOutbox({ redis, prefix: config.redis.keyPrefix, config: config.notify, log, clock, metrics })
+    : null;
+  const notices = overrides.notices ?? outbox ?? new LogNoticeSink(log);
   const authenticator = createAuthenticator({
     accounts,
     lockout: new LockoutStore(redis, config.redis.keyPrefix, config.lockout),
@@ -214,6 +214,7 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
           log,
           clock,
           blockMs: Math.floor(config.redis.commandTimeoutMs / 2),
+          metrics,
         })
       : null;
   notifyWorker?.start();

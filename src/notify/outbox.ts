@@ -170,6 +170,12 @@ export interface OutboxDeps {
   config: NotifyConfig;
   log: Logger;
   clock: () => number;
+  /** Counts what became of each notice (mailgate_notices_total). */
+  metrics?: NoticeMetrics;
+}
+
+export interface NoticeMetrics {
+  notice(template: string, result: string): void;
 }
 
 /**
@@ -183,9 +189,11 @@ export class RedisOutbox implements NoticeSink {
   readonly #config: NotifyConfig;
   readonly #log: Logger;
   readonly #clock: () => number;
+  readonly #metrics: NoticeMetrics | undefined;
   readonly #pending = new Set<Promise<unknown>>();
 
   constructor(deps: OutboxDeps) {
+    this.#metrics = deps.metrics;
     this.#redis = defineOutboxScripts(deps.redis);
     this.#p = deps.prefix;
     this.#config = deps.config;
@@ -344,6 +352,7 @@ export class RedisOutbox implements NoticeSink {
     extra: Record<string, unknown> = {},
     level: 'info' | 'debug' = 'info',
   ) {
+    this.#metrics?.notice(spec.template, result);
     this.#log[level](
       {
         event: 'notify',

@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { NotifyConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
-import { type OutboxNotice, outboxKeys, renderNotice } from './outbox.js';
+import { type NoticeMetrics, type OutboxNotice, outboxKeys, renderNotice } from './outbox.js';
 import { backoffMs, maskMsisdn, quietUntil } from './schedule.js';
 
 /** Due deferred notices moved to the stream per housekeeping pass. */
@@ -65,6 +65,8 @@ export interface DeliveryWorkerDeps {
    */
   housekeepingMs?: number;
   random?: () => number;
+  /** Counts sent, retry, dead and quiet (deferred) notices (mailgate_notices_total). */
+  metrics?: NoticeMetrics;
 }
 
 /** The webhook's body (see README "Notifications"). */
@@ -91,6 +93,7 @@ export class DeliveryWorker {
   readonly #random: () => number;
   readonly #blockMs: number;
   readonly #housekeepingMs: number;
+  readonly #metrics: NoticeMetrics | undefined;
   readonly #inFlight = new Set<Promise<void>>();
   #running: Promise<void> | null = null;
   #stopping = false;
@@ -107,6 +110,7 @@ export class DeliveryWorker {
     this.#random = deps.random ?? Math.random;
     this.#blockMs = Math.max(1, Math.min(MAX_BLOCK_MS, deps.blockMs ?? MAX_BLOCK_MS));
     this.#housekeepingMs = deps.housekeepingMs ?? HOUSEKEEPING_MS;
+    this.#metrics = deps.metrics;
     this.consumer = deps.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
 
@@ -267,6 +271,7 @@ export class DeliveryWorker {
     if (result.ok) {
       await this.#settle(id, this.#redis.multi(), { ...line, event: 'sent' });
       this.stats.sent++;
+      this.#metrics?.notice(n.template, 'sent');
       this.#log.info({ ...line, result: 'sent' }, 'notice delivered');
       return;
     }
@@ -367,6 +372,7 @@ export class DeliveryWorker {
     });
     if (kind === 'retry') this.stats.retried++;
     else this.stats.deferred++;
+    this.#metrics?.notice(n.template, kind === 'retry' ? 'retry' : 'quiet');
   }
 
   async #dead(id: string, n: OutboxNotice, error: string): Promise<void> {
@@ -384,6 +390,7 @@ export class DeliveryWorker {
       error: err,
     });
     this.stats.dead++;
+    this.#metrics?.notice(n.template, 'dead');
   }
 
   async #deadRaw(id: string, raw: string, error: string): Promise<void> {

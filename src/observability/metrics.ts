@@ -53,6 +53,7 @@ export class Metrics implements GatewayMetrics {
   readonly sessionsTotal: Counter<'protocol'>;
   readonly upstreamErrors: Counter<'protocol' | 'code'>;
   readonly connectionsRefused: Counter<'protocol' | 'reason'>;
+  readonly notices: Counter<'template' | 'result'>;
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -91,6 +92,14 @@ export class Metrics implements GatewayMetrics {
       name: 'mailgate_connections_refused_total',
       help: 'Connections refused before the protocol started, by reason',
       labelNames: ['protocol', 'reason'] as const,
+      registers,
+    });
+    this.notices = new Counter({
+      name: 'mailgate_notices_total',
+      help:
+        'Subscriber SMS notices by template and result: queued, deferred, duplicate, capped, no-msisdn, first ' +
+        "(when queued); sent, retry, dead, quiet (by this process's delivery worker)",
+      labelNames: ['template', 'result'] as const,
       registers,
     });
     const passwordQueue = opts.passwordQueue;
@@ -162,6 +171,10 @@ export class Metrics implements GatewayMetrics {
 
   connectionRefused(protocol: MetricsProtocol, reason: string): void {
     this.connectionsRefused.inc({ protocol, reason });
+  }
+
+  notice(template: string, result: string): void {
+    this.notices.inc({ template, result });
   }
 
   /** The Prometheus text exposition format, and its content type. */

@@ -128,6 +128,10 @@ describe('restriction SMS', () => {
     const lines = t.logs.raw.filter((l) => l.includes('"event":"notify"'));
     expect(lines.length).toBeGreaterThan(0);
     expect(lines.join('\n')).not.toContain(msisdnOf('tabi'));
+    const { body } = await t.gateway.metrics.expose();
+    expect(body).toContain('mailgate_notices_total{template="overseas-restricted",result="queued"} 1');
+    expect(body).toContain('mailgate_notices_total{template="overseas-restricted",result="duplicate"} 4');
+    expect(body).toMatch(/mailgate_notices_total\{template="overseas-restricted",result="sent"\} 1/);
     expect(lines.join('\n')).toContain(`${msisdnOf('tabi').slice(0, 5)}****${msisdnOf('tabi').slice(-4)}`);
   });
 
