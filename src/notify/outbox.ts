@@ -24,7 +24,7 @@ import type { NotifyConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { StoreUnavailableError } from '../util/errors.js';
 import type { LoginEvent, NoticeRequest, NoticeSink } from './notices.js';
-import { capDay, dedupeKey, maskMsisdn, quietUntil } from './schedule.js';
+import { capDay, dedupeKey, isTimeZone, maskMsisdn, quietUntil } from './schedule.js';
 import { LANGS, type Lang, type NoticeParams, render, type TemplateId } from './templates.js';
 
 /** A notice as stored in the outbox, the deferred set and the dead-letter stream. */
@@ -318,7 +318,8 @@ export class RedisOutbox implements NoticeSink {
   #plan(spec: NoticeSpec, now: number): string[] {
     const cfg = this.#config;
     const lang = LANGS.includes(spec.lang as Lang) ? (spec.lang as Lang) : cfg.defaults.lang;
-    const tz = spec.tz || cfg.defaults.tz;
+    // Checked on the way in (account add, import); a bad one here falls back, never throws.
+    const tz = spec.tz && isTimeZone(spec.tz) ? spec.tz : cfg.defaults.tz;
     const msisdn = spec.msisdn ?? '';
     const notice: OutboxNotice = {
       key: spec.key ?? `${spec.template}-${randomUUID()}`,

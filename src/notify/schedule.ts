@@ -134,14 +134,22 @@ export function enforceDate(
   return best;
 }
 
-/** Whether this Node.js knows the IANA time zone name. */
+const knownZones = new Map<string, boolean>();
+/** Distinct names remembered; there are about 600 zones, so only garbage goes past this. */
+const MAX_KNOWN_ZONES = 1_000;
+
+/** Whether this Node.js knows the IANA time zone name (answers remembered: called per notice). */
 export function isTimeZone(tz: string): boolean {
+  const known = knownZones.get(tz);
+  if (known !== undefined) return known;
+  let ok = true;
   try {
     new Intl.DateTimeFormat('en', { timeZone: tz });
-    return true;
   } catch {
-    return false;
+    ok = false;
   }
+  if (knownZones.size < MAX_KNOWN_ZONES) knownZones.set(tz, ok);
+  return ok;
 }
 
 /** +819012345678 -> +8190****5678: enough to recognise a number in a log, not to dial it. */

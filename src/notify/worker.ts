@@ -17,7 +17,7 @@ import type { Redis } from 'ioredis';
 import type { NotifyConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { type NoticeMetrics, type OutboxNotice, outboxKeys, renderNotice } from './outbox.js';
-import { backoffMs, maskMsisdn, quietUntil } from './schedule.js';
+import { backoffMs, isTimeZone, maskMsisdn, quietUntil } from './schedule.js';
 
 /** Due deferred notices moved to the stream per housekeeping pass. */
 const PROMOTE_BATCH = 500;
@@ -165,6 +165,8 @@ export class DeliveryWorker {
       } catch (err) {
         if (this.#stopping) break;
         await this.#pause(err as Error);
+        // The stream or its group is gone (Redis restarted without persistence, FLUSHDB).
+        if (/NOGROUP/.test((err as Error).message)) await this.#ensureGroup().catch(() => {});
       }
     }
   }
@@ -250,13 +252,21 @@ export class DeliveryWorker {
       return;
     }
     const now = this.#clock();
-    const quiet = quietUntil(now, n.tz, this.#config.quietHours);
+    const quiet = isTimeZone(n.tz) ? quietUntil(now, n.tz, this.#config.quietHours) : null;
     if (quiet !== null) {
       await this.#reschedule(id, n, quiet, 'deferred');
       return;
     }
+    let text: string;
+    try {
+      text = renderNotice(n, this.#config);
+    } catch (err) {
+      // A notice this version cannot render (unknown template, bad time zone) never will be.
+      await this.#dead(id, n, `cannot render: ${(err as Error).message}`);
+      return;
+    }
     const started = performance.now();
-    const result = await this.#post(n);
+    const result = await this.#post(n, text);
     const ms = Math.round(performance.now() - started);
     const line = {
       event: 'notify',
@@ -290,7 +300,10 @@ export class DeliveryWorker {
     );
   }
 
-  async #post(n: OutboxNotice): Promise<{
+  async #post(
+    n: OutboxNotice,
+    text: string,
+  ): Promise<{
     ok: boolean;
     permanent: boolean;
     status: number | null;
@@ -303,7 +316,7 @@ export class DeliveryWorker {
       msisdn: n.msisdn,
       template: n.template,
       language: n.lang,
-      text: renderNotice(n, this.#config),
+      text,
       queuedAt: new Date(n.queuedAt).toISOString(),
     };
     const headers: Record<string, string> = {

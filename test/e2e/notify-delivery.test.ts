@@ -160,6 +160,29 @@ describe('delivery', () => {
   });
 });
 
+describe('entries the worker cannot use', () => {
+  it('an unreadable entry or an unknown template is dead-lettered, not retried forever', async () => {
+    const { worker, admin } = setup('d5:');
+    await conn.xadd('d5:notify:outbox', '*', 'notice', 'not json');
+    const alien = {
+      ...notice('alien@example.jp'),
+      key: 'k-alien',
+      tz: 'Asia/Tokyo',
+      lang: 'ja',
+      template: 'from-v9',
+    };
+    await conn.xadd('d5:notify:outbox', '*', 'notice', JSON.stringify({ ...alien, queuedAt: 0, attempt: 0 }));
+    worker.start();
+    await sms.waitFor(() => worker.stats.dead === 2, 5_000, 'two dead letters');
+    const dead = await admin.dlqList(10);
+    expect(dead.map((d) => d.error)).toEqual([
+      expect.stringMatching(/^unreadable entry/),
+      expect.stringMatching(/^cannot render: unexpected template/),
+    ]);
+    await worker.stop();
+  });
+});
+
 describe('dedupe and the daily cap', () => {
   it('the same notice to the same account once per window; at most dailyCap a day', async () => {
     const { outbox } = setup('d4:', { dedupeWindowMs: 3_600_000, dailyCap: 2 });
