@@ -22,6 +22,7 @@ let sms: FakeSmsGateway;
 let conn: Redis;
 let dir: string;
 let configFile: string;
+let outbox: RedisOutbox;
 const children: ChildProcess[] = [];
 
 function startWorker(): ChildProcess {
@@ -57,7 +58,7 @@ beforeAll(async () => {
   configFile = join(dir, 'mailgate.yaml');
   writeFileSync(configFile, JSON.stringify(raw)); // JSON is YAML
   const config = parseConfig(raw);
-  const outbox = new RedisOutbox({
+  outbox = new RedisOutbox({
     redis: conn,
     prefix: PREFIX,
     config: config.notify,
@@ -113,6 +114,28 @@ describe('notify worker killed mid-batch', () => {
     expect(tail.stdout.trim().split('\n')).toHaveLength(3);
     expect(tail.stdout).toMatch(/ sent +login-notification +user\d+@example\.jp \+8190\*\*\*\*\d{4} /);
     expect(tail.stdout).not.toMatch(/\+8190\d{8}/); // numbers masked
+
+    // A notice the SMS gateway refuses outright: dead-lettered, listed, retried by the CLI.
+    sms.failAlways(400);
+    await outbox.enqueue({
+      template: 'connection-error',
+      login: 'refused@example.jp',
+      msisdn: '+819099999999',
+      params: { at: Date.now(), protocol: 'smtp' },
+    });
+    let dead: Array<{ id: string; msisdn: string; error: string }> = [];
+    for (let i = 0; i < 100 && dead.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      dead = JSON.parse(
+        (await runMailgate(['notify', 'dlq', 'list', '--json', '--config', configFile])).stdout,
+      );
+    }
+    expect(dead).toMatchObject([{ msisdn: '+8190****9999', error: 'HTTP 400' }]);
+    sms.failAlways(null);
+    const retry = await runMailgate(['notify', 'dlq', 'retry', dead[0]!.id, '--config', configFile]);
+    expect(retry).toMatchObject({ code: 0, stdout: '1 notice(s) back in the outbox\n' });
+    await sms.waitFor(() => sms.to('+819099999999').length === 1, 5_000, 'the retried dead letter');
+    expect((await runMailgate(['notify', 'dlq', 'retry', '--config', configFile])).code).toBe(2);
 
     second.kill('SIGTERM');
     expect(await exited(second)).toEqual({ code: 0, signal: null });
