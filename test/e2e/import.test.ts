@@ -316,7 +316,7 @@ describe('bad input', () => {
     const r = await mailgate(['account', 'import', path]);
     expect(r.code).toBe(2);
     expect(messages(r.stderr)).toEqual([
-      'mailgate: line 1: unknown column "password" in the CSV header (columns: login, aliases, msisdn, primaryHash, upstreamUser, upstream)',
+      'mailgate: line 1: unknown column "password" in the CSV header (columns: login, aliases, msisdn, primaryHash, upstreamUser, upstream, lang, tz)',
     ]);
     expect(await dbState()).toEqual(before);
   });
@@ -344,7 +344,7 @@ describe('bad input', () => {
       'line 3: bad-msisdn: msisdn "090-1234-5678" is not an E.164 number like +819012345678 (user20@example.jp)',
       'line 4: bad-hash: primaryHash: malformed bcrypt hash (version 2a, 2b or 2y, cost 04-31, 60 characters) (user20@example.jp)',
       'line 5: bad-login: login "bad login@example.jp" is not valid: 1-255 characters, no spaces, quotes or control characters (bad login@example.jp)',
-      'line 6: unknown-field: unknown field "password" (fields: login, aliases, msisdn, primaryHash, upstreamUser, upstream) (good2@example.jp)',
+      'line 6: unknown-field: unknown field "password" (fields: login, aliases, msisdn, primaryHash, upstreamUser, upstream, lang, tz) (good2@example.jp)',
       'line 8: duplicate: the login is already on line 1 (good1@example.jp)',
       'line 9: malformed: not a JSON object',
       'line 10: bad-alias: alias "bad alias" is not valid: 1-255 characters, no spaces, quotes or control characters (good3@example.jp)',
