@@ -12,6 +12,7 @@ import { type AuditEntry, formatAuditLine, RedisAuditLog } from '../admin/audit.
 import { type OperatorService, operatorServiceOn, type RolloutStatus } from '../admin/service.js';
 import type { Phase } from '../auth/policy.js';
 import { loadConfig, redactConfig } from '../config/load.js';
+import { addLoadtestCommand } from '../loadtest/cli.js';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../observability/logger.js';
 import { resolveWorkers, serve } from '../supervisor.js';
@@ -515,6 +516,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
     });
 
   addNotifyCommands(program, withCommonOptions);
+  addLoadtestCommand(program);
   return program;
 }
 
