@@ -12,8 +12,8 @@ import { type AuditEntry, formatAuditLine, RedisAuditLog } from '../admin/audit.
 import { type OperatorService, operatorServiceOn, type RolloutStatus } from '../admin/service.js';
 import type { Phase } from '../auth/policy.js';
 import { loadConfig, redactConfig } from '../config/load.js';
-import { addLoadtestCommand } from '../loadtest/cli.js';
 import type { Config } from '../config/schema.js';
+import { addLoadtestCommand } from '../loadtest/cli.js';
 import { createLogger } from '../observability/logger.js';
 import { resolveWorkers, serve } from '../supervisor.js';
 import { ConfigError, MailgateError, RefusedError, UsageError } from '../util/errors.js';
