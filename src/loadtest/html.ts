@@ -1,5 +1,5 @@
 import type { ErrorKind } from './errors.js';
-import type { LoadtestReport, OpName } from './report.js';
+import type { LoadtestReport, OpName, TimelinePoint } from './report.js';
 
 /**
  * The HTML report: one self-contained file (no scripts, no fonts, no external URL of any
@@ -100,9 +100,10 @@ export function lineChart(title: string, series: Series[], xMax: number, unit: s
     .map((s, i) => {
       const color = s.color ?? COLORS[i % COLORS.length]!;
       const pts = s.points.map(([px, py]) => `${x(px).toFixed(1)},${y(py).toFixed(1)}`).join(' ');
+      const lx = W - M.right - (series.length - i) * 90;
       const legend =
-        `<rect x="${M.left + 10 + i * 110}" y="${M.top + 4}" width="10" height="10" fill="${color}"/>` +
-        `<text x="${M.left + 24 + i * 110}" y="${M.top + 13}">${esc(s.name)}</text>`;
+        `<rect x="${lx}" y="9" width="10" height="10" fill="${color}"/>` +
+        `<text x="${lx + 14}" y="18">${esc(s.name)}</text>`;
       const dots =
         s.points.length === 1
           ? `<circle cx="${pts.split(',')[0]}" cy="${pts.split(',')[1]}" r="3" fill="${color}"/>`
@@ -152,8 +153,10 @@ function table(head: string[], rows: Array<Array<string | number>>): string {
 }
 
 export function renderHtml(r: LoadtestReport): string {
-  const perSec = r.timeline.intervalMs / 1000;
   const points = r.timeline.points;
+  /** The middle of a point's interval, in seconds, and a count per second over it. */
+  const mid = (p: TimelinePoint) => p.t + p.ms / 2000;
+  const rate = (p: TimelinePoint, n: number) => n / (p.ms / 1000);
   const xMax = r.elapsedMs / 1000;
   const ops = Object.keys(r.latency) as OpName[];
   const charts: string[] = [];
@@ -163,7 +166,7 @@ export function renderHtml(r: LoadtestReport): string {
       name: p,
       points: points
         .filter((pt) => pt.latency[op])
-        .map((pt): [number, number] => [pt.t + perSec / 2, pt.latency[op]![p]]),
+        .map((pt): [number, number] => [mid(pt), pt.latency[op]![p]]),
     }));
     charts.push(lineChart(`${op} latency percentiles over time`, series, xMax, 'ms'));
   }
@@ -178,15 +181,15 @@ export function renderHtml(r: LoadtestReport): string {
     );
   }
   const throughput: Series[] = [
-    { name: 'ok/s', points: points.map((p): [number, number] => [p.t + perSec / 2, p.ok / perSec]) },
+    { name: 'ok/s', points: points.map((p): [number, number] => [mid(p), rate(p, p.ok)]) },
     {
       name: 'logins/s',
-      points: points.map((p): [number, number] => [p.t + perSec / 2, p.logins / perSec]),
+      points: points.map((p): [number, number] => [mid(p), rate(p, p.logins)]),
     },
     {
       name: 'errors/s',
       color: '#d62728',
-      points: points.map((p): [number, number] => [p.t + perSec / 2, p.errors / perSec]),
+      points: points.map((p): [number, number] => [mid(p), rate(p, p.errors)]),
     },
   ];
   charts.push(lineChart('throughput', throughput, xMax, 'per second'));
@@ -197,7 +200,7 @@ export function renderHtml(r: LoadtestReport): string {
         [
           {
             name: 'MB/s',
-            points: points.map((p): [number, number] => [p.t + perSec / 2, p.bytes / 1e6 / perSec]),
+            points: points.map((p): [number, number] => [mid(p), rate(p, p.bytes / 1e6)]),
           },
         ],
         xMax,
@@ -209,7 +212,7 @@ export function renderHtml(r: LoadtestReport): string {
     charts.push(
       lineChart(
         'open sessions',
-        [{ name: 'sessions', points: points.map((p): [number, number] => [p.t + perSec, p.sessions]) }],
+        [{ name: 'sessions', points: points.map((p): [number, number] => [p.t + p.ms / 1000, p.sessions]) }],
         xMax,
         'sessions',
       ),

@@ -21,6 +21,8 @@ const OPS: OpName[] = ['login', 'session', 'fetch', 'send'];
 export interface TimelinePoint {
   /** Seconds from the start, at the start of the interval. */
   t: number;
+  /** Length of the interval in ms: intervalMs, less for the last one (rates divide by it). */
+  ms: number;
   ok: number;
   errors: number;
   errorsByKind: Partial<Record<ErrorKind, number>>;
@@ -224,6 +226,26 @@ export class Recorder {
     }
     const errors: LoadtestReport['errors'] = {};
     for (const k of ERROR_KINDS) if (this.#errors[k]) errors[k] = this.#errors[k];
+    // A last interval much shorter than the others would show its few events as a spike in
+    // the per-second rates: it joins the one before.
+    const tailMs = elapsedMs - (this.#intervals.length - 1) * this.intervalMs;
+    if (this.#intervals.length > 1 && tailMs < this.intervalMs / 4) {
+      const last = this.#intervals.pop()!;
+      const prev = this.#intervals[this.#intervals.length - 1]!;
+      prev.ok += last.ok;
+      prev.logins += last.logins;
+      prev.bytes += last.bytes;
+      prev.sessions = last.sessions;
+      for (const [k, n] of Object.entries(last.errors) as Array<[ErrorKind, number]>) {
+        prev.errors[k] = (prev.errors[k] ?? 0) + n;
+      }
+      for (const [op, h] of Object.entries(last.latency) as Array<[OpName, LatencyHistogram]>) {
+        const into = prev.latency[op] ?? new LatencyHistogram();
+        into.merge(h);
+        prev.latency[op] = into;
+      }
+    }
+    const lastIndex = this.#intervals.length - 1;
     const points = this.#intervals.map((iv, i): TimelinePoint => {
       const lat: TimelinePoint['latency'] = {};
       for (const op of OPS) {
@@ -235,6 +257,7 @@ export class Recorder {
       const errorCount = Object.values(iv.errors).reduce((a, b) => a + (b ?? 0), 0);
       return {
         t: (i * this.intervalMs) / 1000,
+        ms: i < lastIndex ? this.intervalMs : Math.max(1, Math.round(elapsedMs - i * this.intervalMs)),
         ok: iv.ok,
         errors: errorCount,
         errorsByKind: iv.errors,

@@ -1,4 +1,5 @@
 import { lookup } from 'node:dns/promises';
+import { setMaxListeners } from 'node:events';
 import { isIP } from 'node:net';
 import { UsageError } from '../util/errors.js';
 import type { LoadtestAccount } from './accounts.js';
@@ -118,6 +119,8 @@ export async function runLoadtest(o: LoadtestOptions, hooks: LoadtestHooks = {})
   const clock = hooks.clock ?? (() => performance.timeOrigin + performance.now());
   const recorder = new Recorder(clock, timelineIntervalMs(o.durationMs));
   const stop = new AbortController();
+  // Every session waits on it (ramp-up, rate schedule, idle): one listener each.
+  setMaxListeners(o.concurrency + 16, stop.signal);
   let stoppedBy: LoadtestReport['stoppedBy'] = 'duration';
   const end = (why: LoadtestReport['stoppedBy']) => {
     if (stop.signal.aborted) return;

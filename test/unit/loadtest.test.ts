@@ -385,7 +385,14 @@ describe('report', () => {
     expect(r.errors).toEqual({ auth: 5, refused: 1 });
     expect(r.elapsedMs).toBe(5 * (20 * 40 + 200));
     expect(r.rates.okPerSec).toBe(20);
-    expect(r.timeline.points).toHaveLength(6);
+    // Five whole seconds; the empty sliver after the last one joins it.
+    expect(r.timeline.points.map((p) => [p.t, p.ms])).toEqual([
+      [0, 1_000],
+      [1, 1_000],
+      [2, 1_000],
+      [3, 1_000],
+      [4, 1_000],
+    ]);
     expect(r.timeline.points.reduce((s, p) => s + p.ok, 0)).toBe(100);
     expect(r.timeline.points.reduce((s, p) => s + p.errors, 0)).toBe(6);
     expect(r.latency.login).toMatchObject({ count: 100, min: 10, max: 16 });
