@@ -285,9 +285,12 @@ export function runSupervisor(opts: SupervisorOptions): Promise<number> {
     };
 
     const onStop = () => stop();
+    // Only to workers that are ready: one still starting reads the files anyway, and has no
+    // SIGHUP handler yet (the signal would kill it).
     const onHup = () => {
-      log.info({ event: 'reload', workers: live().length }, 'forwarding SIGHUP to workers');
-      for (const s of live()) s.worker?.process.kill('SIGHUP');
+      const ready = live().filter((s) => s.ready);
+      log.info({ event: 'reload', workers: ready.length }, 'forwarding SIGHUP to workers');
+      for (const s of ready) s.worker?.process.kill('SIGHUP');
     };
     const finish = () => {
       if (killTimer) clearTimeout(killTimer);
