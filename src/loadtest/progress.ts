@@ -51,7 +51,7 @@ export function progressReporter(
       intervalMs: TTY_INTERVAL_MS,
       onProgress: (p) => {
         const line = progressBar(p, bounds);
-        out.write(`\r\x1b[2K${line.slice(0, Math.max(20, (out.columns ?? 120) - 1))}`);
+        out.write(`\r\x1b[2K${line.slice(0, Math.max(20, (out.columns || 120) - 1))}`);
       },
       done: () => out.write('\n'),
     };

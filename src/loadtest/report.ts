@@ -344,7 +344,7 @@ export function renderSummary(r: LoadtestReport): string {
     String(s.count),
     ...[s.min, s.mean, s.p50, s.p90, s.p95, s.p99, s.max].map((x) => x.toFixed(2)),
   ]);
-  lines.push(...table([header, ...rows]));
+  if (rows.length > 0) lines.push(...table([header, ...rows]));
   if (t.errors > 0) {
     lines.push('');
     lines.push(

@@ -68,6 +68,20 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Counts a connection as open (progress, peak sessions) until `event` ends it. */
+function track(
+  env: SessionEnv,
+  client: { close(): void; once(event: string, f: () => void): unknown },
+  event: string,
+) {
+  env.open.add(client);
+  env.recorder.sessionOpened();
+  client.once(event, () => {
+    env.open.delete(client);
+    env.recorder.sessionClosed();
+  });
+}
+
 function fail(env: SessionEnv, err: unknown): void {
   env.recorder.error(classifyError(err), describeError(err));
 }
@@ -79,8 +93,7 @@ async function imapLogin(env: SessionEnv, account: LoadtestAccount): Promise<Ima
     imapOptions(env.target, env.header(), { user: account.login, pass: account.password }, env.timeoutMs),
   );
   client.on('error', noop); // reported through the failing command instead
-  env.open.add(client);
-  client.once('close', () => env.open.delete(client));
+  track(env, client, 'close');
   try {
     await within(env.timeoutMs, client.connect(), () => client.close());
   } catch (err) {
@@ -175,14 +188,12 @@ export async function idleSession(env: SessionEnv): Promise<void> {
       continue;
     }
     env.recorder.ok();
-    env.recorder.sessionOpened();
     const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
     client.idle().catch(noop);
     await Promise.race([
       closed,
       new Promise<void>((r) => env.stop.addEventListener('abort', () => r(), { once: true })),
     ]);
-    env.recorder.sessionClosed();
     if (env.stop.aborted) {
       const c = client;
       await within(env.timeoutMs, c.logout(), () => c.close()).catch(() => c.close());
@@ -243,8 +254,7 @@ export async function smtpSession(env: SessionEnv): Promise<void> {
       });
       conn = c;
       c.on('error', noop);
-      env.open.add(c);
-      c.once('end', () => env.open.delete(c));
+      track(env, c, 'end');
       await within(
         env.timeoutMs,
         smtpCall<void>((cb) => c.connect(() => cb(null))),

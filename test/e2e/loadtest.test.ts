@@ -128,6 +128,10 @@ describe('mailgate loadtest', () => {
     expect(report.latency.session?.count).toBe(totals.ok);
     expect(report.latency.login!.p50).toBeGreaterThan(0);
     expect(report.timeline.points.reduce((s, p) => s + p.ok, 0)).toBe(totals.ok);
+    // Connections: never more than the sessions, all closed at the end.
+    expect(totals.peakSessions).toBeGreaterThan(0);
+    expect(totals.peakSessions).toBeLessThanOrEqual(4);
+    expect(report.timeline.points.at(-1)?.sessions).toBe(0);
     expect(stdout).toMatch(/^mailgate loadtest: login against 127\.0\.0\.1:\d+ \(implicit\)/);
     expect(stdout).toContain('auth');
     const page = readFileSync(html, 'utf8');
@@ -244,6 +248,7 @@ describe('mailgate loadtest', () => {
     expect(code).toBe(0);
     expect(report.target.tls).toBe('implicit');
     expect(report.totals).toMatchObject({ iterations: 6, ok: 6, errors: 0, messages: 6, logins: 6 });
+    expect(report.timeline.points.at(-1)?.sessions).toBe(0);
     expect(report.latency.send?.count).toBe(6);
     await postfix.waitForLog(/status=sent/);
   });
