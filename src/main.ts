@@ -9,11 +9,11 @@ import { createOperatorService } from './admin/service.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { CredentialCache } from './auth/credential-cache.js';
 import { PasswordHasher } from './auth/passwords.js';
-import type { Config } from './config/schema.js';
+import type { Config, ListenerConfig } from './config/schema.js';
 import { Geo } from './geo/geo.js';
 import { handleImapConnection } from './imap/connection.js';
 import { CidrSet } from './net/cidr.js';
-import { Listener, TlsContext } from './net/listener.js';
+import { type ConnectionHandler, Listener, TlsContext } from './net/listener.js';
 import { SessionRegistry } from './net/session-registry.js';
 import { LogNoticeSink, type NoticeSink } from './notify/notices.js';
 import { RedisOutbox } from './notify/outbox.js';
@@ -126,50 +126,45 @@ export async function startGateway(config: Config, overrides: GatewayOverrides =
     ? new SmtpFront({ config: config.smtp, authenticator, tls, log, clock, sessions, metrics })
     : null;
   try {
-    if (config.imap) {
-      const imap = config.imap;
-      for (const l of imap.listen) {
-        const listener = new Listener({
-          protocol: 'imap',
-          config: l,
-          trustedProxies,
-          proxyTimeoutMs: config.proxyProtocol.timeoutMs,
-          maxConnectionsPerIp: imap.limits.maxConnectionsPerIp,
-          tls,
-          log,
-          refuse: (text) => `* BYE ${text}\r\n`,
-          handler: (conn) =>
-            handleImapConnection(conn, { config: imap, authenticator, tls, log, clock, sessions, metrics }),
-          metrics,
-        });
-        const addr = await listener.listen();
-        listeners.push(listener);
-        imapAddresses.push({ host: addr.address, port: addr.port, tls: l.tls });
-        log.info(
-          { event: 'listen', protocol: 'imap', host: addr.address, port: addr.port, tls: l.tls },
-          'listening',
-        );
-      }
-    }
-    for (const l of config.smtp?.listen ?? []) {
+    /** One listener: the protocol-neutral front (PROXY, TLS, per-IP limit) before `handler`. */
+    const open = async (
+      protocol: 'imap' | 'smtp',
+      l: ListenerConfig,
+      opts: { maxConnectionsPerIp: number; refuse: (text: string) => string; handler: ConnectionHandler },
+    ) => {
       const listener = new Listener({
-        protocol: 'smtp',
+        protocol,
         config: l,
         trustedProxies,
         proxyTimeoutMs: config.proxyProtocol.timeoutMs,
-        maxConnectionsPerIp: config.smtp!.limits.maxConnectionsPerIp,
         tls,
         log,
-        refuse: (text) => `421 4.7.0 ${text}\r\n`,
-        handler: (conn) => smtp!.handle(conn),
         metrics,
+        ...opts,
       });
       const addr = await listener.listen();
       listeners.push(listener);
-      smtpAddresses.push({ host: addr.address, port: addr.port, tls: l.tls });
-      log.info(
-        { event: 'listen', protocol: 'smtp', host: addr.address, port: addr.port, tls: l.tls },
-        'listening',
+      log.info({ event: 'listen', protocol, host: addr.address, port: addr.port, tls: l.tls }, 'listening');
+      return { host: addr.address, port: addr.port, tls: l.tls };
+    };
+    const imap = config.imap;
+    for (const l of imap?.listen ?? []) {
+      imapAddresses.push(
+        await open('imap', l, {
+          maxConnectionsPerIp: imap!.limits.maxConnectionsPerIp,
+          refuse: (text) => `* BYE ${text}\r\n`,
+          handler: (conn) =>
+            handleImapConnection(conn, { config: imap!, authenticator, tls, log, clock, sessions, metrics }),
+        }),
+      );
+    }
+    for (const l of config.smtp?.listen ?? []) {
+      smtpAddresses.push(
+        await open('smtp', l, {
+          maxConnectionsPerIp: config.smtp!.limits.maxConnectionsPerIp,
+          refuse: (text) => `421 4.7.0 ${text}\r\n`,
+          handler: (conn) => smtp!.handle(conn),
+        }),
       );
     }
     if (config.admin && (overrides.worker?.admin ?? true)) {
