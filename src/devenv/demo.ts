@@ -98,7 +98,11 @@ async function main(): Promise<void> {
     msisdn: '+819087654321',
     lang: 'en',
   });
-  const { password } = await ops.issueImapPassword('taro@example.jp', { ifAbsent: false });
+  // The password goes on swaks's command line below, which takes a leading "-" for an option.
+  let password = '-';
+  while (password.startsWith('-')) {
+    password = (await ops.issueImapPassword('taro@example.jp', { ifAbsent: false })).password!;
+  }
   await ops.setOverseasPhase('enforce');
   for (const user of ['taro', 'hanako']) {
     await dovecot.deliver(

@@ -57,7 +57,7 @@ export async function loginUpstream(
   cfg: ImapConfig['upstream'],
   req: UpstreamLoginRequest,
 ): Promise<UpstreamSession> {
-  let lastError: unknown = new UpstreamConnectError('no upstream servers configured');
+  let lastError: unknown = null;
   for (const server of req.servers) {
     let socket: net.Socket;
     try {
@@ -74,7 +74,7 @@ export async function loginUpstream(
       throw err;
     }
   }
-  throw lastError;
+  throw lastError ?? new UpstreamConnectError('no upstream servers configured');
 }
 
 /** Reads CRLF lines from the upstream, one conversation step at a time. */
