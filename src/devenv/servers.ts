@@ -213,6 +213,21 @@ function firstLine(port: number, send: string | undefined, timeoutMs = 1_000): P
   });
 }
 
+/**
+ * Starts a server again on the port it had (restart keeps its URL): the port may still be held
+ * for a moment after the old process exits, so an address-in-use failure is retried briefly.
+ */
+async function relaunchOnPort<T>(launch: (port: number) => Promise<T>, port: number): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(port);
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 20) throw err;
+      await sleep(100);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 
@@ -317,16 +332,7 @@ export async function startRedis(opts: { appendOnly?: boolean } = {}): Promise<R
     async restart() {
       if (stopped) throw new Error('RedisServer.restart() after stop(): its directory is gone');
       await halt('SIGTERM');
-      // Same port: redis sets SO_REUSEADDR, but retry briefly in case the port is still held.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          current = await launch(port);
-          break;
-        } catch (err) {
-          if (!(err instanceof AddressInUse) || attempt >= 20) throw err;
-          await sleep(100);
-        }
-      }
+      current = await relaunchOnPort(launch, port);
       server.pid = current.pid!;
     },
   };
@@ -965,15 +971,7 @@ ${await tail(logPath)}`);
     async restart() {
       if (stopped) throw new Error('PostfixServer.restart() after stop(): its directory is gone');
       await stopCurrent('SIGTERM');
-      for (let attempt = 1; ; attempt++) {
-        try {
-          current = await launch(port);
-          break;
-        } catch (err) {
-          if (!(err instanceof AddressInUse) || attempt >= 20) throw err;
-          await sleep(100);
-        }
-      }
+      current = await relaunchOnPort(launch, port);
       server.pid = current.pid!;
     },
     async stop() {
