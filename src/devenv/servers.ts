@@ -214,6 +214,33 @@ function firstLine(port: number, send: string | undefined, timeoutMs = 1_000): P
 }
 
 /**
+ * Polls a server's log until a line (past `from` characters) matches; on timeout the error
+ * carries the log's tail, so a failing test shows what the server said.
+ */
+async function waitForLogLine(
+  name: string,
+  logPath: string,
+  readLog: () => Promise<string>,
+  pattern: RegExp | string,
+  opts: { timeoutMs?: number; from?: number },
+): Promise<string> {
+  const { timeoutMs = 5_000, from = 0 } = opts;
+  const matches = (line: string): boolean =>
+    typeof pattern === 'string' ? line.includes(pattern) : pattern.test(line);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = (await readLog()).slice(from).split('\n').find(matches);
+    if (line !== undefined) return line;
+    if (Date.now() >= deadline) {
+      throw new Error(`no ${name} log line matches ${String(pattern)} within ${timeoutMs} ms
+--- ${logPath} ---
+${await tail(logPath)}`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/**
  * Starts a server again on the port it had (restart keeps its URL): the port may still be held
  * for a moment after the old process exits, so an address-in-use failure is retried briefly.
  */
@@ -659,22 +686,7 @@ ${log}`);
     lmtpPort: lmtpPort ?? null,
     saslSocket: opts.lmtp ? join(dir, 'run', 'auth-postfix') : null,
     readLog,
-    async waitForLog(pattern, opts = {}) {
-      const { timeoutMs = 5_000, from = 0 } = opts;
-      const matches = (line: string): boolean =>
-        typeof pattern === 'string' ? line.includes(pattern) : pattern.test(line);
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const line = (await readLog()).slice(from).split('\n').find(matches);
-        if (line !== undefined) return line;
-        if (Date.now() >= deadline) {
-          throw new Error(`no Dovecot log line matches ${String(pattern)} within ${timeoutMs} ms
---- ${logPath} ---
-${await tail(logPath)}`);
-        }
-        await sleep(POLL_MS);
-      }
-    },
+    waitForLog: (pattern, o = {}) => waitForLogLine('Dovecot', logPath, readLog, pattern, o),
     addUser,
     async deliver(user, rfc822) {
       const home = homes.get(user);
@@ -949,22 +961,7 @@ export async function startPostfix(opts: {
     domain,
     logPath,
     readLog,
-    async waitForLog(pattern, o = {}) {
-      const { timeoutMs = 5_000, from = 0 } = o;
-      const matches = (line: string): boolean =>
-        typeof pattern === 'string' ? line.includes(pattern) : pattern.test(line);
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const line = (await readLog()).slice(from).split('\n').find(matches);
-        if (line !== undefined) return line;
-        if (Date.now() >= deadline) {
-          throw new Error(`no Postfix log line matches ${String(pattern)} within ${timeoutMs} ms
---- ${logPath} ---
-${await tail(logPath)}`);
-        }
-        await sleep(POLL_MS);
-      }
-    },
+    waitForLog: (pattern, o = {}) => waitForLogLine('Postfix', logPath, readLog, pattern, o),
     async kill() {
       await stopCurrent('SIGKILL');
     },
