@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently:
 #   - system packages (Debian/apt): redis-server, dovecot (core, imapd, lmtpd), postfix, swaks,
-#     python3, openssl. Only when something is missing; as root; without starting the packages'
+#     python3, openssl, and nginx-light with libnginx-mod-mail (scripts/bench's peer, which a
+#     test starts too). Only when something is missing; as root; without starting the packages'
 #     own services (a temporary policy-rc.d), and stopping any daemon that the install started anyway.
 #   - node_modules: `npm ci` when node_modules is missing or older than package-lock.json.
 # Not root and something missing: prints one line saying what to install and exits 1.
@@ -12,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 log() { printf 'install-deps: %s\n' "$*"; }
 
 # package -> shell test that is true when it is usable.
-declare -a PKGS=(redis-server dovecot-core dovecot-imapd dovecot-lmtpd postfix swaks python3 openssl)
+declare -a PKGS=(redis-server dovecot-core dovecot-imapd dovecot-lmtpd postfix swaks python3 openssl nginx-light libnginx-mod-mail)
 check_pkg() {
   case "$1" in
     redis-server) command -v redis-server >/dev/null ;;
@@ -23,6 +24,8 @@ check_pkg() {
     swaks) command -v swaks >/dev/null ;;
     python3) command -v python3 >/dev/null ;;
     openssl) command -v openssl >/dev/null ;;
+    nginx-light) command -v nginx >/dev/null ;;
+    libnginx-mod-mail) [[ -e /usr/lib/nginx/modules/ngx_mail_module.so ]] ;;
     *) return 1 ;;
   esac
 }
@@ -38,6 +41,7 @@ daemon_pids() {
     pgrep -x redis-server || true
     pgrep -x dovecot || true
     pgrep -f '^/usr/lib/postfix/sbin/master' || true
+    pgrep -f '^nginx: master' || true
   } | sort -n
 }
 

@@ -372,11 +372,25 @@ export async function startRedis(opts: { appendOnly?: boolean } = {}): Promise<R
 export interface DovecotUser {
   user: string;
   password: string;
+  /** Stored instead of `{PLAIN}password`: a scheme-prefixed hash, e.g. `{ARGON2ID}$argon2id$v=19$...`. */
+  hash?: string;
+  /** With `proxyTo`: the backend user this login is proxied to (default: the same name). */
+  upstreamUser?: string;
+}
+
+/** Makes a Dovecot a proxy: every user is passed on to this backend as a master-user login. */
+export interface DovecotProxyTarget {
+  host: string;
+  port: number;
+  masterUser: string;
+  masterPassword: string;
 }
 
 export interface DovecotServer {
   host: string;
   port: number;
+  /** With `tls`: the IMAPS (implicit TLS) port. */
+  tlsPort: number | null;
   /** PID of the Dovecot master process. */
   pid: number;
   dir: string;
@@ -429,9 +443,26 @@ function checkUser(u: DovecotUser, separator: string): void {
       `Dovecot test user name ${JSON.stringify(u.user)} must match ${USER_RE} (no '${separator}')`,
     );
   }
-  if (/[:\r\n]/.test(u.password)) {
-    throw new Error(`Dovecot test password for ${u.user} must not contain ':' or line breaks (passwd-file)`);
+  if (/[:\r\n]/.test(u.password) || /[:\s]/.test(u.hash ?? '')) {
+    throw new Error(
+      `Dovecot test password or hash for ${u.user} must not contain ':' or white space (passwd-file)`,
+    );
   }
+}
+
+/** The passwd-file line of a user: user:password:uid:gid:(gecos):home:(shell):extra fields. */
+function passwdLine(
+  u: DovecotUser,
+  mail: Account,
+  home: string,
+  proxyTo: DovecotProxyTarget | undefined,
+): string {
+  const extra =
+    proxyTo === undefined
+      ? ''
+      : `proxy=y host=${proxyTo.host} port=${proxyTo.port} ` +
+        `destuser=${u.upstreamUser ?? u.user}*${proxyTo.masterUser} pass=${proxyTo.masterPassword}`;
+  return `${u.user}:${u.hash ?? `{PLAIN}${u.password}`}:${mail.uid}:${mail.gid}::${home}::${extra}\n`;
 }
 
 function dovecotConf(p: {
@@ -443,8 +474,11 @@ function dovecotConf(p: {
   mail: Account;
   /** With LMTP (for a Postfix in front): the LMTP port and the SASL socket for Postfix. */
   lmtpPort?: number | undefined;
+  tls?: { port: number; cert: string; key: string } | undefined;
+  /** IMAP sessions one imap process serves (1: a process per session, Dovecot's default). */
+  imapClientLimit: number;
 }): string {
-  const { dir, port, logPath, masterFile, usersFile, mail } = p;
+  const { dir, port, logPath, masterFile, usersFile, mail, tls } = p;
   // LMTP recipients arrive as user@domain; the passwd-file users are bare names (%Ln).
   const lmtp =
     p.lmtpPort === undefined
@@ -476,7 +510,7 @@ log_path = ${logPath}
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 protocols = imap${p.lmtpPort === undefined ? '' : ' lmtp'}
 listen = ${HOST}
-ssl = no
+${tls === undefined ? 'ssl = no' : `ssl = yes\nssl_cert = <${tls.cert}\nssl_key = <${tls.key}`}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
@@ -517,7 +551,7 @@ service imap-login {
     port = ${port}
   }
   inet_listener imaps {
-    port = 0
+    ${tls === undefined ? 'port = 0' : `address = ${HOST}\n    port = ${tls.port}`}
   }
   service_count = 0
   client_limit = 1000
@@ -525,6 +559,7 @@ service imap-login {
 }
 service imap {
   process_limit = 2000
+  client_limit = ${p.imapClientLimit}
 }
 service auth {
   client_limit = 2100${saslListener}
@@ -543,6 +578,12 @@ export async function startDovecot(opts: {
   masterPassword?: string;
   /** Also serve LMTP on a free port and an auth socket for Postfix (for startPostfix). */
   lmtp?: boolean;
+  /** Also serve IMAPS (implicit TLS) on a free port with this certificate (makeCertificate()). */
+  tls?: { cert: string; key: string };
+  /** Be a proxy in front of this backend instead of a mail store (scripts/bench's peer). */
+  proxyTo?: DovecotProxyTarget;
+  /** IMAP sessions per imap process (default 1); raise it to hold thousands of idle sessions. */
+  imapClientLimit?: number;
 }): Promise<DovecotServer> {
   if (process.getuid?.() !== 0) {
     throw new Error('startDovecot must run as root: Dovecot switches mail processes to the `mail` user');
@@ -589,10 +630,7 @@ export async function startDovecot(opts: {
     const home = join(homeRoot, u.user);
     await ensureOwnedDir(home);
     homes.set(u.user, home);
-    // user:password:uid:gid:(gecos):home:(shell):extra
-    await appendFile(usersFile, `${u.user}:{PLAIN}${u.password}:${mail.uid}:${mail.gid}::${home}::\n`, {
-      mode: 0o644,
-    });
+    await appendFile(usersFile, passwdLine(u, mail, home, opts.proxyTo), { mode: 0o644 });
     if (started) {
       // The auth process stat()s the passwd-file at most once per second (last_sync_time ==
       // ioloop_time), so a lookup in the same second as the append may not see the new user.
@@ -618,9 +656,14 @@ export async function startDovecot(opts: {
     throw new Error('Dovecot LMTP is not installed: install dovecot-lmtpd (scripts/lib/install-deps.sh)');
   }
   let lmtpPort: number | undefined;
+  let tls: { port: number; cert: string; key: string } | undefined;
   // Foreground (-F) so the master is our own child: no daemonised orphan, exit is observed and reaped.
   const launch = async (port: number): Promise<ChildProcess> => {
-    await writeFile(confPath, dovecotConf({ dir, port, logPath, masterFile, usersFile, mail, lmtpPort }));
+    const imapClientLimit = opts.imapClientLimit ?? 1;
+    await writeFile(
+      confPath,
+      dovecotConf({ dir, port, logPath, masterFile, usersFile, mail, lmtpPort, tls, imapClientLimit }),
+    );
     const { child, output, spawned } = spawnServer('dovecot', ['-F', '-c', confPath], 'dovecot-imapd');
     await spawned;
     const deadline = Date.now() + START_TIMEOUT_MS;
@@ -661,6 +704,7 @@ ${log}`);
   for (let attempt = 1; child === undefined; attempt++) {
     port = await freePort(HOST);
     if (opts.lmtp) lmtpPort = await freePort(HOST);
+    if (opts.tls) tls = { port: await freePort(HOST), ...opts.tls };
     try {
       child = await launch(port);
     } catch (err) {
@@ -678,6 +722,7 @@ ${log}`);
   return {
     host: HOST,
     port,
+    tlsPort: tls?.port ?? null,
     pid: readMasterPid(dir) ?? child.pid!,
     dir,
     masterUser,
@@ -979,4 +1024,157 @@ export async function startPostfix(opts: {
     },
   };
   return server;
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx's mail proxy: a peer for scripts/bench
+
+const NGINX_MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
+
+/** One IMAP listener of the nginx mail proxy. */
+export interface NginxImapServer {
+  name: string;
+  /** Implicit TLS (IMAPS) with the proxy's certificate. */
+  tls: boolean;
+  /** The auth_http URL (host:port/path) that checks this listener's logins. */
+  authHttp: string;
+  /** proxy_buffer: nginx's default is 4k. */
+  proxyBuffer?: string;
+}
+
+export interface NginxMailProxy {
+  /** Port of each listener, by name. */
+  ports: Record<string, number>;
+  /** PID of the nginx master. */
+  pid: number;
+  dir: string;
+  /** SIGTERM, wait until the master and its workers are gone, remove the temp dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A private nginx mail proxy (Debian nginx + libnginx-mod-mail) on free loopback ports, one
+ * IMAP listener per entry of `servers`, each asking its auth_http responder where to send the
+ * login. The master runs in the foreground (`daemon off`) as our child, with its own pid file,
+ * error log and prefix directory; `worker_processes auto` (one per core), like `serve`.
+ */
+export async function startNginxMailProxy(opts: {
+  servers: NginxImapServer[];
+  /** Needed when a listener has `tls`. */
+  certificate?: { cert: string; key: string };
+  /** Connections per worker (client and upstream sockets both count). */
+  workerConnections?: number;
+}): Promise<NginxMailProxy> {
+  if (!existsSync(NGINX_MAIL_MODULE)) {
+    throw new Error(
+      `${NGINX_MAIL_MODULE} is missing: install nginx-light and libnginx-mod-mail (scripts/lib/install-deps.sh)`,
+    );
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'mailgate-nginx-'));
+  const confPath = join(dir, 'nginx.conf');
+  const logPath = join(dir, 'error.log');
+  const workerConnections = opts.workerConnections ?? 12_000;
+  const conf = (ports: number[]): string => {
+    const servers = opts.servers.map((s, i) => {
+      const tls = s.tls
+        ? `    ssl_certificate ${opts.certificate?.cert};\n    ssl_certificate_key ${opts.certificate?.key};\n`
+        : '';
+      return `  server {
+    listen ${HOST}:${ports[i]}${s.tls ? ' ssl' : ''};
+    protocol imap;
+    auth_http ${s.authHttp};
+${tls}${s.proxyBuffer ? `    proxy_buffer ${s.proxyBuffer};\n` : ''}  }`;
+    });
+    return `# Generated by src/devenv/servers.ts: a private nginx mail proxy (scripts/bench's peer).
+load_module ${NGINX_MAIL_MODULE};
+daemon off;
+worker_processes auto;
+worker_rlimit_nofile ${Math.min(19_000, workerConnections + 1_000)};
+pid ${join(dir, 'nginx.pid')};
+error_log ${logPath} warn;
+events {
+  worker_connections ${workerConnections};
+}
+mail {
+  imap_auth login plain;
+  imap_capabilities IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+;
+  proxy_pass_error_message on;
+${servers.join('\n')}
+}
+`;
+  };
+  if (opts.servers.some((s) => s.tls) && opts.certificate === undefined) {
+    throw new Error('startNginxMailProxy: a TLS listener needs `certificate`');
+  }
+
+  const launch = async (ports: number[]): Promise<ChildProcess> => {
+    await writeFile(confPath, conf(ports));
+    const { child, output, spawned } = spawnServer(
+      'nginx',
+      ['-p', dir, '-e', logPath, '-c', confPath],
+      'nginx-light and libnginx-mod-mail',
+    );
+    await spawned;
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    const plain = opts.servers.flatMap((s, i) => (s.tls ? [] : [ports[i]!]));
+    while (Date.now() < deadline) {
+      if (exited(child)) {
+        const log = await tail(logPath);
+        const why = `nginx exited (${child.exitCode ?? child.signalCode}) while starting`;
+        if (/Address already in use/i.test(log + output())) throw new AddressInUse(why);
+        throw new Error(`${why}\n${output()}\n--- ${logPath} ---\n${log}`);
+      }
+      // nginx binds every listener before it starts a worker: one greeting means all are up.
+      const port = plain[0] ?? ports[0]!;
+      const up =
+        plain.length > 0
+          ? (await firstLine(port, 'a LOGOUT\r\n', 1_000))?.startsWith('* OK')
+          : await new Promise<boolean>((resolve) => {
+              const s = connect({ host: HOST, port }, () => {
+                s.destroy();
+                resolve(true);
+              });
+              s.on('error', () => resolve(false));
+            });
+      if (up) return child;
+      await sleep(POLL_MS);
+    }
+    await halt(child);
+    throw new Error(
+      `nginx gave no greeting within ${START_TIMEOUT_MS} ms\n${output()}\n${await tail(logPath)}`,
+    );
+  };
+  const halt = async (child: ChildProcess): Promise<void> => {
+    const pids = child.pid === undefined ? [] : [child.pid, ...descendants(child.pid)];
+    if (!exited(child)) child.kill('SIGTERM');
+    await waitGone(child, pids, 'nginx');
+  };
+
+  let ports: number[] = [];
+  let child: ChildProcess | undefined;
+  for (let attempt = 1; child === undefined; attempt++) {
+    ports = [];
+    for (const _ of opts.servers) ports.push(await freePort(HOST));
+    try {
+      child = await launch(ports);
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 3) {
+        await removeDir(dir);
+        throw err;
+      }
+    }
+  }
+  let running: ChildProcess | undefined = child;
+  return {
+    ports: Object.fromEntries(opts.servers.map((s, i) => [s.name, ports[i]!])),
+    pid: child.pid!,
+    dir,
+    async stop() {
+      const proc = running;
+      if (proc === undefined) return;
+      running = undefined;
+      await halt(proc);
+      await removeDir(dir);
+    },
+  };
 }
