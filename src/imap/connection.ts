@@ -45,6 +45,14 @@ class ImapConnection {
   #sawData = false;
   /** Waiting for the authenticator, a TLS handshake or the store: input stays in the kernel. */
   #busy = false;
+  /**
+   * Reply lines not yet written: everything one input produces leaves in one write (one TCP
+   * segment, one TLS record) instead of one per line. Flushed before any other action, so
+   * STARTTLS's OK goes out in plaintext before the handshake and a BYE before the close.
+   */
+  #out = '';
+  /** Inside #process: replies wait for the end of the input, then go out together. */
+  #batching = false;
 
   constructor(
     readonly conn: ClientConnection,
@@ -67,8 +75,11 @@ class ImapConnection {
       this.deps.config.limits.preauthTimeoutMs,
     );
     this.#attach(this.socket);
+    this.#batching = true;
     this.#run(this.session.greet());
+    this.#batching = false;
     if (this.conn.initialData.length) this.#onData(this.conn.initialData);
+    else this.#flush();
     if (!this.#closed && !this.#busy) this.socket.resume();
   }
 
@@ -111,20 +122,32 @@ class ImapConnection {
 
   #process(events: ReaderEvent[]): void {
     let pending = events;
+    this.#batching = true;
     while (!this.#closed && !this.#busy && pending.length) {
       for (const ev of pending) this.#run(this.session.onEvent(ev));
       // The reader holds after a command or line; it continues only when nothing is in flight.
       pending = !this.#closed && !this.#busy && this.reader.paused ? this.reader.resume() : [];
     }
+    this.#batching = false;
+    this.#flush();
+  }
+
+  #flush(): void {
+    if (this.#out.length === 0) return;
+    const out = this.#out;
+    this.#out = '';
+    if (!this.#closed) this.socket.write(out);
   }
 
   #run(actions: Action[]): void {
     for (const action of actions) {
       if (this.#closed) return;
+      if (action.type === 'send') {
+        this.#out += `${action.line}\r\n`;
+        continue;
+      }
+      this.#flush();
       switch (action.type) {
-        case 'send':
-          this.socket.write(`${action.line}\r\n`);
-          break;
         case 'line-mode':
           this.reader.setLineMode(action.on);
           break;
@@ -139,6 +162,7 @@ class ImapConnection {
           return;
       }
     }
+    if (!this.#batching) this.#flush();
   }
 
   async #startTls(): Promise<void> {
@@ -260,12 +284,15 @@ class ImapConnection {
     // The store hung up (LOGOUT, shutdown): pipe() ends the client once the bytes already read
     // are written, so a slow client still gets the end of its FETCH and the BYE. Destroy it
     // only if it never drains.
+    let drain: NodeJS.Timeout | null = null;
     store.once('close', () => {
       closedBy ??= 'upstream';
-      client.end();
-      setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
+      // pipe() has usually ended it already; a second end() only builds an error nobody sees.
+      if (!client.writableEnded) client.end();
+      if (!client.destroyed) drain = setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
     });
     client.once('close', () => {
+      if (drain) clearTimeout(drain);
       closedBy ??= 'client';
       unregister();
       store.destroy();
