@@ -46,23 +46,34 @@ redis.call('DEL', p .. 'fail:pair:' .. login .. ':' .. src)
 return 1
 `;
 
+type RedisWithScripts = Redis & {
+  mgRecordFailure(...args: Array<string | number>): Promise<number>;
+  mgRecordSuccess(...args: Array<string | number>): Promise<number>;
+};
+
 export class LockoutStore {
   #seq = 0;
+  readonly #scripts: RedisWithScripts;
 
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
     private readonly cfg: LockoutConfig,
-  ) {}
+  ) {
+    // Defined commands go as EVALSHA (the script body is sent once, not on every login).
+    if (!('mgRecordSuccess' in redis)) {
+      redis.defineCommand('mgRecordFailure', { numberOfKeys: 0, lua: FAILURE_SCRIPT });
+      redis.defineCommand('mgRecordSuccess', { numberOfKeys: 0, lua: SUCCESS_SCRIPT });
+    }
+    this.#scripts = redis as RedisWithScripts;
+  }
 
   /** Records a failure; returns the source's failures in the window, this one included. */
   async recordFailure(login: string | null, src: string, now: number): Promise<number> {
     const member = `${now}:${process.pid}:${this.#seq++}`;
     const c = this.cfg;
     const n = await this.#call(() =>
-      this.redis.eval(
-        FAILURE_SCRIPT,
-        0,
+      this.#scripts.mgRecordFailure(
         this.prefix,
         login ?? '',
         src,
@@ -81,7 +92,7 @@ export class LockoutStore {
   /** Remembers the source as known to the account, and forgets its failures on it. */
   async recordSuccess(login: string, src: string, now: number): Promise<void> {
     await this.#call(() =>
-      this.redis.eval(SUCCESS_SCRIPT, 0, this.prefix, login, src, now, this.cfg.knownSourceMs),
+      this.#scripts.mgRecordSuccess(this.prefix, login, src, now, this.cfg.knownSourceMs),
     );
   }
 
