@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -6,6 +5,7 @@ import type { ListenerConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { ConfigError, type MailgateError } from '../util/errors.js';
+import { RandomIds } from '../util/random-ids.js';
 import { type CidrSet, normalizeIp } from './cidr.js';
 import { readProxyHeader } from './proxy-protocol.js';
 
@@ -107,9 +107,13 @@ export interface ListenerOptions {
   metrics?: Pick<GatewayMetrics, 'connectionRefused'>;
 }
 
+/** Session ids: 6 random bytes, 8 base64url characters. */
+const SESSION_ID_BYTES = 6;
+
 export class Listener {
   readonly server: net.Server;
   readonly #perIp = new Map<string, number>();
+  readonly #ids = new RandomIds(SESSION_ID_BYTES);
 
   constructor(private readonly opts: ListenerOptions) {
     if (opts.config.tls !== 'none') opts.tls.get(); // fail at start, not at the first client
@@ -132,7 +136,7 @@ export class Listener {
 
   async #accept(socket: net.Socket): Promise<void> {
     const { log, config } = this.opts;
-    const id = randomBytes(6).toString('base64url');
+    const id = this.#ids.next();
     socket.on('error', () => {}); // errors surface as 'close'; the protocol logs the session end
     const peerIp = normalizeIp(socket.remoteAddress ?? '');
     let clientIp = peerIp;
