@@ -64,6 +64,16 @@ export function credentialStateOf(account: Account | null, requestedLogin: strin
   };
 }
 
+const IMAP_ONLY = Buffer.from('imap-only');
+const PRIMARY = Buffer.from('primary');
+const NO_VERSION = Buffer.from('-');
+const NO_HASH = Buffer.alloc(0);
+
+function credentialFields(c: { version: number; hash: string } | null): { version: Buffer; hash: Buffer } {
+  if (c === null) return { version: NO_VERSION, hash: NO_HASH };
+  return { version: Buffer.from(`${c.version}`, 'utf8'), hash: Buffer.from(c.hash, 'utf8') };
+}
+
 interface Entry {
   match: CredentialMatch;
   expiresAt: number;
@@ -165,26 +175,35 @@ export class CredentialCache {
     this.#negative.clear();
   }
 
-  /** Each field length-prefixed, so that no choice of login or password can shift the others. */
+  /**
+   * Each field length-prefixed, so that no choice of login or password can shift the others.
+   * The fields are laid out in one buffer and hashed in one call.
+   */
   #key(state: CredentialState, password: Uint8Array): string {
-    const h = createHmac('sha256', this.#secret);
-    const field = (value: string | Uint8Array) => {
-      const bytes = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(bytes.length);
-      h.update(len);
-      h.update(bytes);
-    };
-    field(state.login);
-    for (const [kind, c] of [
-      ['imap-only', state.imap],
-      ['primary', state.primary],
-    ] as const) {
-      field(kind);
-      field(c === null ? '-' : `${c.version}`);
-      field(c === null ? '' : c.hash);
+    const login = Buffer.from(state.login, 'utf8');
+    const imap = credentialFields(state.imap);
+    const primary = credentialFields(state.primary);
+    const fields = [
+      login,
+      IMAP_ONLY,
+      imap.version,
+      imap.hash,
+      PRIMARY,
+      primary.version,
+      primary.hash,
+      password,
+    ];
+    let size = 0;
+    for (const f of fields) size += 4 + f.length;
+    const buf = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const f of fields) {
+      at = buf.writeUInt32BE(f.length, at);
+      buf.set(f, at);
+      at += f.length;
     }
-    field(password);
-    return h.digest('base64');
+    const key = createHmac('sha256', this.#secret).update(buf).digest('base64');
+    buf.fill(0); // it holds the password
+    return key;
   }
 }
