@@ -124,6 +124,9 @@ export class CidrSet {
   readonly #v4 = new BlockList();
   readonly #v6 = new BlockList();
   readonly #size: number;
+  /** Blocks per family: an empty list is not asked (BlockList.check builds a SocketAddress each time). */
+  #v4Blocks = 0;
+  #v6Blocks = 0;
 
   /** @throws CidrError for the first entry that does not parse. */
   constructor(cidrs: readonly string[]) {
@@ -133,17 +136,24 @@ export class CidrSet {
       const key = `${address}/${prefix}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      (family === 'ipv4' ? this.#v4 : this.#v6).addSubnet(address, prefix, family);
+      if (family === 'ipv4') {
+        this.#v4.addSubnet(address, prefix, family);
+        this.#v4Blocks++;
+      } else {
+        this.#v6.addSubnet(address, prefix, family);
+        this.#v6Blocks++;
+      }
     }
     this.#size = seen.size;
   }
 
   /** False for anything that is not an IP address. */
   has(ip: string): boolean {
+    if (this.#size === 0) return false; // no PROXY peers configured: every plain connection asks
     const addr = normalizeIp(ip);
     const family = isIP(addr);
-    if (family === 4) return this.#v4.check(addr, 'ipv4');
-    return family === 6 && this.#v6.check(addr, 'ipv6');
+    if (family === 4) return this.#v4Blocks > 0 && this.#v4.check(addr, 'ipv4');
+    return family === 6 && this.#v6Blocks > 0 && this.#v6.check(addr, 'ipv6');
   }
 
   /** Number of distinct blocks. */

@@ -122,6 +122,15 @@ describe('CidrSet', () => {
     expect(v6only.has('8.8.8.8')).toBe(false);
     expect(v6only.has('::ffff:8.8.8.8')).toBe(false);
   });
+
+  it('an empty set, or one with blocks of the other family only, holds nothing', () => {
+    const empty = new CidrSet([]);
+    for (const ip of ['127.0.0.1', '::1', '::ffff:10.0.0.1', '0.0.0.0', '::'])
+      expect(empty.has(ip)).toBe(false);
+    expect(new CidrSet(['10.0.0.0/8']).has('::1')).toBe(false);
+    expect(new CidrSet(['::1']).has('10.0.0.1')).toBe(false);
+    expect(new CidrSet(['0.0.0.0/0']).has('::ffff:10.0.0.1')).toBe(true);
+  });
 });
 
 describe('CidrMap', () => {
