@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { AccountStore } from '../accounts/store.js';
 import { generateImapPassword, PasswordHasher } from '../auth/passwords.js';
@@ -22,7 +21,13 @@ import {
 import { makeCertificate } from './cert.js';
 import { loginRun, treeCpuMs, treePssKiB, waitForLogin, warmCredentialCache } from './measure.js';
 import { freePort } from './ports.js';
-import { type DovecotServer, startDovecot, startNginxMailProxy, startRedis } from './servers.js';
+import {
+  type DovecotServer,
+  startDovecot,
+  startNginxAuthResponder,
+  startNginxMailProxy,
+  startRedis,
+} from './servers.js';
 
 /**
  * scripts/bench: mailgate side by side with its peers, on loopback, in one run.
@@ -50,7 +55,6 @@ import { type DovecotServer, startDovecot, startNginxMailProxy, startRedis } fro
  */
 
 const BIN = resolve(import.meta.dirname, '../../bin/mailgate');
-const RESPONDER = resolve(import.meta.dirname, 'nginx-auth.js');
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -103,16 +107,6 @@ function message(n: number, bytes: number): string {
   const head = `From: <bench@example.jp>\r\nTo: <bench@example.jp>\r\nSubject: bench message ${n}\r\nMessage-ID: <${n}.${randomBytes(6).toString('hex')}@bench.invalid>\r\nDate: ${new Date().toUTCString()}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n`;
   const line = `${randomBytes(36).toString('base64')}\r\n`;
   return head + line.repeat(Math.ceil((bytes - head.length) / line.length));
-}
-
-async function spawnResponder(configPath: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [RESPONDER, configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolvePort, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    lines.once('line', (line) => resolvePort(Number(/^listening (\d+)$/.exec(line)?.[1] ?? 0)));
-    child.once('exit', (code) => reject(new Error(`nginx auth responder exited (${code})`)));
-  });
-  return { child, port };
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
@@ -305,20 +299,14 @@ async function main(): Promise<void> {
       () => dovecotCheap!.stop(),
     );
 
-    const responderConfig = join(dir, 'nginx-auth.json');
-    writeFileSync(
-      responderConfig,
-      JSON.stringify({
-        accounts: Object.fromEntries(creds.map((c) => [c.login, c])),
-        backend: { host: backend.host, port: backend.port },
-        masterUser: backend.masterUser,
-        masterPassword: backend.masterPassword,
-        maxConcurrentVerifies: 4,
-      }),
-      { mode: 0o600 },
-    );
-    const responder = await spawnResponder(responderConfig);
-    children.push(responder.child);
+    const responder = await startNginxAuthResponder({
+      accounts: Object.fromEntries(creds.map((c) => [c.login, c])),
+      backend: { host: backend.host, port: backend.port },
+      masterUser: backend.masterUser,
+      masterPassword: backend.masterPassword,
+      maxConcurrentVerifies: 4,
+    });
+    stops.push(() => responder.stop());
     const auth = (path: string) => `127.0.0.1:${responder.port}/${path}`;
     const nginx = await startNginxMailProxy({
       certificate: cert,
@@ -417,7 +405,7 @@ async function main(): Promise<void> {
         'argon2',
         'nginx mail proxy',
         { none: nginx.ports['argon2-none']!, implicit: nginx.ports['argon2-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.child.pid!],
+        () => [nginx.pid, responder.pid],
       ),
       nginxCheap: peer(
         'nginx-cheap',
@@ -425,7 +413,7 @@ async function main(): Promise<void> {
         'cheap',
         'nginx mail proxy',
         { none: nginx.ports['cheap-none']!, implicit: nginx.ports['cheap-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.child.pid!],
+        () => [nginx.pid, responder.pid],
       ),
       nginxBuf64: peer(
         'nginx-cheap-64k',
@@ -433,7 +421,7 @@ async function main(): Promise<void> {
         'cheap',
         'nginx mail proxy, proxy_buffer 64k',
         { none: nginx.ports['buf64-none']!, implicit: nginx.ports['buf64-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.child.pid!],
+        () => [nginx.pid, responder.pid],
       ),
       dovecotArgon2: peer(
         'dovecot-proxy-argon2',

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { PasswordHasher } from '../auth/passwords.js';
+import type { NginxAuthConfig } from './servers.js';
 
 /**
  * The auth_http responder behind scripts/bench's nginx mail proxy: a process of its own, so the
@@ -12,20 +13,11 @@ import { PasswordHasher } from '../auth/passwords.js';
  *   GET /argon2  verifies the password against the account's argon2id hash (every login)
  *   GET /plain   compares it with the account's password (cheap auth, to isolate the proxy)
  *
- * Usage: node dist/devenv/nginx-auth.js CONFIG.json; prints `listening PORT` on stdout.
- * CONFIG: { accounts: {login: {password, hash, upstreamUser}}, backend: {host, port},
- * masterUser, masterPassword, maxConcurrentVerifies }. Loopback only; never logs a credential.
+ * Usage: node dist/devenv/nginx-auth.js CONFIG.json (NginxAuthConfig); prints `listening PORT`
+ * on stdout. startNginxAuthResponder() in servers.ts runs it. Loopback only; logs nothing.
  */
 
-interface ResponderConfig {
-  accounts: Record<string, { password: string; hash: string; upstreamUser: string }>;
-  backend: { host: string; port: number };
-  masterUser: string;
-  masterPassword: string;
-  maxConcurrentVerifies: number;
-}
-
-const config = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as ResponderConfig;
+const config = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as NginxAuthConfig;
 const accounts = new Map(Object.entries(config.accounts));
 // Parameters come from each stored hash; the ones given here would only matter for hash().
 const hasher = new PasswordHasher(

@@ -1178,3 +1178,68 @@ ${servers.join('\n')}
     },
   };
 }
+
+/** What the auth_http responder (src/devenv/nginx-auth.ts) knows. */
+export interface NginxAuthConfig {
+  /** By login (lower case): the plaintext password (/plain), its argon2 PHC hash (/argon2), the store's user. */
+  accounts: Record<string, { password: string; hash: string; upstreamUser: string }>;
+  backend: { host: string; port: number };
+  masterUser: string;
+  masterPassword: string;
+  maxConcurrentVerifies: number;
+}
+
+export interface NginxAuthResponder {
+  port: number;
+  pid: number;
+  /** SIGTERM, wait for exit, remove its config. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the auth_http responder for startNginxMailProxy as a process of its own (so its CPU
+ * can be counted as nginx's), from the built dist/devenv/nginx-auth.js, on a free loopback port.
+ */
+export async function startNginxAuthResponder(config: NginxAuthConfig): Promise<NginxAuthResponder> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailgate-nginx-auth-'));
+  const configPath = join(dir, 'config.json');
+  await writeFile(configPath, JSON.stringify(config), { mode: 0o600 });
+  // From src/devenv (tests run the sources) or dist/devenv alike: the built responder.
+  const script = join(import.meta.dirname, '../../dist/devenv/nginx-auth.js');
+  if (!existsSync(script)) {
+    await removeDir(dir);
+    throw new Error(`${script} is missing: run npm run build first`);
+  }
+  const child = spawn(process.execPath, [script, configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.on('error', () => {});
+  liveChildren().add(child);
+  child.once('exit', () => liveChildren().delete(child));
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout?.on('data', (chunk: Buffer) => {
+        out += chunk.toString('utf8');
+        const m = /^listening (\d+)\n/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.once('exit', (code) => reject(new Error(`nginx auth responder exited (${code}) while starting`)));
+      setTimeout(() => reject(new Error('nginx auth responder did not start within 20 s')), START_TIMEOUT_MS);
+    });
+    let stopped = false;
+    return {
+      port,
+      pid: child.pid!,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        if (!exited(child)) child.kill('SIGTERM');
+        await waitGone(child, child.pid === undefined ? [] : [child.pid], 'nginx auth responder');
+        await removeDir(dir);
+      },
+    };
+  } catch (err) {
+    child.kill('SIGKILL');
+    await removeDir(dir);
+    throw err;
+  }
+}
