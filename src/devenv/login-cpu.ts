@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
@@ -9,6 +9,7 @@ import type { LoadtestAccount } from '../loadtest/accounts.js';
 import type { LoadtestReport } from '../loadtest/report.js';
 import { runLoadtest } from '../loadtest/run.js';
 import { createLogger } from '../observability/logger.js';
+import { cacheLookups, loginRun, median, treeCpuMs, waitForLogin, warmCredentialCache } from './measure.js';
 import { freePort } from './ports.js';
 import { startDovecot, startRedis } from './servers.js';
 
@@ -18,7 +19,7 @@ import { startDovecot, startRedis } from './servers.js';
  * runLoadtest() (the login scenario of bin/mailgate loadtest: connect, LOGIN, SELECT, LOGOUT)
  * in this process, on loopback, plain front; the gateway runs as its own process tree
  * (bin/mailgate serve) with production argon2id parameters and info logging. CPU comes from
- * /proc (utime + stime of the gateway's supervisor and workers, and of Dovecot's processes),
+ * /proc (measure.ts: the gateway's supervisor and workers, and Dovecot's processes),
  * read before and after each run; the driver's own CPU from process.cpuUsage(). Dovecot direct
  * (the same scenario straight to the store) is the reference.
  *
@@ -30,32 +31,6 @@ const ACCOUNTS = Number(process.env.ACCOUNTS ?? 100);
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 16);
 const SECONDS = Number(process.env.RUN_SECONDS ?? 10);
 const RUNS = Number(process.env.RUNS ?? 1);
-const TICK_MS = 1000 / 100; // CLK_TCK is 100 on Linux
-
-/** utime + stime of a process and all its descendants, in ms. */
-function treeCpuMs(root: number): number {
-  const parents = new Map<number, number>();
-  const cpu = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parents.set(Number(name), Number(fields[1]));
-      cpu.set(Number(name), (Number(fields[11]) + Number(fields[12])) * TICK_MS);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  let total = 0;
-  const stack = [root];
-  while (stack.length) {
-    const pid = stack.pop()!;
-    total += cpu.get(pid) ?? 0;
-    for (const [child, parent] of parents) if (parent === pid) stack.push(child);
-  }
-  return total;
-}
 
 interface Row {
   target: string;
@@ -74,69 +49,20 @@ async function measure(
   accounts: LoadtestAccount[],
   pids: { gateway: number | null; dovecot: number },
 ): Promise<Omit<Row, 'target' | 'workers' | 'cache' | 'hitRatio'>> {
-  const g0 = pids.gateway ? treeCpuMs(pids.gateway) : 0;
-  const d0 = treeCpuMs(pids.dovecot);
+  const g0 = pids.gateway ? treeCpuMs([pids.gateway]) : 0;
+  const d0 = treeCpuMs([pids.dovecot]);
   const c0 = process.cpuUsage();
-  const report = await runLoadtest({
-    scenario: 'login',
-    target: { host: '127.0.0.1', port, tls: 'none', insecure: true },
-    accounts,
-    concurrency: CONCURRENCY,
-    ratePerSec: null,
-    durationMs: SECONDS * 1000,
-    count: null,
-    rampUpMs: 0,
-    timeoutMs: 30_000,
-    proxy: null,
-    messageBytes: 0,
-    seed: 1,
-    allowRemote: false,
-  });
+  const report = await runLoadtest(
+    loginRun(port, accounts, { concurrency: CONCURRENCY, durationMs: SECONDS * 1000, count: null }),
+  );
   const c1 = process.cpuUsage(c0);
   return {
     report,
-    gatewayMs: pids.gateway ? treeCpuMs(pids.gateway) - g0 : 0,
-    dovecotMs: treeCpuMs(pids.dovecot) - d0,
+    gatewayMs: pids.gateway ? treeCpuMs([pids.gateway]) - g0 : 0,
+    dovecotMs: treeCpuMs([pids.dovecot]) - d0,
     driverMs: (c1.user + c1.system) / 1000,
   };
 }
-
-/** The gateway's credential cache counters, from /metrics (summed over its workers). */
-async function cacheLookups(adminPort: number): Promise<{ hit: number; miss: number }> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const value = (result: string) =>
-    Number(
-      new RegExp(`^mailgate_credential_cache_lookups_total\\{result="${result}"\\} (\\S+)$`, 'm').exec(
-        text,
-      )?.[1] ?? 0,
-    );
-  return { hit: value('hit'), miss: value('miss') };
-}
-
-async function waitForLogin(port: number, account: LoadtestAccount): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const r = await runLoadtest({
-      scenario: 'login',
-      target: { host: '127.0.0.1', port, tls: 'none', insecure: true },
-      accounts: [account],
-      concurrency: 1,
-      ratePerSec: null,
-      durationMs: null,
-      count: 1,
-      rampUpMs: 0,
-      timeoutMs: 5_000,
-      proxy: null,
-      messageBytes: 0,
-      seed: 1,
-      allowRemote: false,
-    }).catch(() => null);
-    if (r?.totals.ok === 1) return;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`no login through port ${port}`);
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'mailgate-login-cpu-'));
@@ -210,28 +136,7 @@ async function main(): Promise<void> {
           });
           gateways.push(gw);
           await waitForLogin(port, accounts[0]!);
-          // Warm: every credential verified once by every worker (each has its own cache)
-          // before the measured run: passes over all accounts until one misses no more than 1%.
-          for (let pass = 0; cache === 'warm' && pass < 10; pass++) {
-            const before = await cacheLookups(adminPort);
-            await runLoadtest({
-              scenario: 'login',
-              target: { host: '127.0.0.1', port, tls: 'none', insecure: true },
-              accounts,
-              concurrency: 4,
-              ratePerSec: null,
-              durationMs: null,
-              count: accounts.length,
-              rampUpMs: 0,
-              timeoutMs: 30_000,
-              proxy: null,
-              messageBytes: 0,
-              seed: 1,
-              allowRemote: false,
-            });
-            const after = await cacheLookups(adminPort);
-            if (after.miss - before.miss <= accounts.length / 100) break;
-          }
+          if (cache === 'warm') await warmCredentialCache(port, adminPort, accounts);
           const before = await cacheLookups(adminPort);
           const measured = await measure(port, accounts, { gateway: gw.pid!, dovecot: dovecot.pid });
           const after = await cacheLookups(adminPort);
