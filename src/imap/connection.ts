@@ -4,6 +4,7 @@ import type { ImapConfig } from '../config/schema.js';
 import type { ClientConnection, TlsContext } from '../net/listener.js';
 import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
 import type { SessionRegistry } from '../net/session-registry.js';
+import { splice } from '../net/splice.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
@@ -253,69 +254,21 @@ class ImapConnection {
     version: number,
   ): void {
     if (this.#timer) clearTimeout(this.#timer);
-    const client = this.socket;
-    const store = upstream.socket;
-    this.#detach(client);
+    this.#timer = null;
+    this.#detach(this.socket);
     this.#closed = true; // the IMAP session is over; from here on the streams carry the bytes
-    client.write(`${tag} OK [CAPABILITY ${upstream.capabilities}] Logged in\r\n`);
-    this.deps.metrics?.sessionOpened('imap');
+    const reply = `${tag} OK [CAPABILITY ${upstream.capabilities}] Logged in\r\n`;
     // Commands the client pipelined after its LOGIN go to the store first, in order (SPEC 3.4).
     const pipelined = this.reader.takeBuffered();
-    if (pipelined.length) store.write(pipelined);
-    store.on('error', () => {});
-    client.pipe(store);
-    store.pipe(client);
-    const clientIn = client.bytesRead;
-    const clientOut = client.bytesWritten;
-    let closedBy: 'client' | 'upstream' | 'credential-changed' | null = null;
-    const unregister = this.deps.sessions.add({
+    joinStore(this.socket, upstream.socket, this.deps, reply, pipelined, {
       id: this.conn.id,
+      ip: this.conn.clientIp,
       login,
       credential,
       version,
-      // The credential this session logged in with was replaced or revoked (S4): end it. No
-      // BYE: a line injected into the stream could land inside a literal the store is sending.
-      close: (reason) => {
-        closedBy ??= reason === 'credential-changed' ? 'credential-changed' : 'upstream';
-        client.destroy();
-        store.destroy();
-      },
+      upstream: upstream.server,
+      started: this.started,
     });
-    // The store hung up (LOGOUT, shutdown): pipe() ends the client once the bytes already read
-    // are written, so a slow client still gets the end of its FETCH and the BYE. Destroy it
-    // only if it never drains.
-    let drain: NodeJS.Timeout | null = null;
-    store.once('close', () => {
-      closedBy ??= 'upstream';
-      // pipe() has usually ended it already; a second end() only builds an error nobody sees.
-      if (!client.writableEnded) client.end();
-      if (!client.destroyed) drain = setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
-    });
-    client.once('close', () => {
-      if (drain) clearTimeout(drain);
-      closedBy ??= 'client';
-      unregister();
-      store.destroy();
-      this.deps.metrics?.sessionClosed('imap');
-      this.deps.log.info(
-        {
-          event: 'session',
-          session: this.conn.id,
-          login,
-          ip: this.conn.clientIp,
-          protocol: 'imap',
-          credential,
-          upstream: upstream.server,
-          closedBy,
-          bytesIn: client.bytesRead - clientIn,
-          bytesOut: client.bytesWritten - clientOut,
-          ms: this.deps.clock() - this.started,
-        },
-        'session closed',
-      );
-    });
-    client.resume();
-    store.resume();
   }
 
   #onClose = () => {
@@ -347,4 +300,83 @@ class ImapConnection {
       'connection closed',
     );
   }
+}
+
+/**
+ * After the login: the client and its store joined both ways (net/splice.ts), the session
+ * registered so a credential change can end it, and one log line when it ends. Written as a
+ * function of what the session still needs, so the connection object, its reader and the
+ * store's greeting are garbage once the streams carry the bytes (memory per idle session).
+ */
+function joinStore(
+  client: net.Socket,
+  store: net.Socket,
+  deps: ImapDeps,
+  reply: string,
+  pipelined: Buffer,
+  s: {
+    id: string;
+    ip: string;
+    login: string;
+    credential: 'imap-only' | 'primary';
+    version: number;
+    upstream: string;
+    started: number;
+  },
+): void {
+  client.write(reply);
+  if (pipelined.length) store.write(pipelined);
+  deps.metrics?.sessionOpened('imap');
+  store.on('error', () => {});
+  splice(client, store);
+  const clientIn = client.bytesRead;
+  const clientOut = client.bytesWritten;
+  let closedBy: 'client' | 'upstream' | 'credential-changed' | null = null;
+  const unregister = deps.sessions.add({
+    id: s.id,
+    login: s.login,
+    credential: s.credential,
+    version: s.version,
+    // The credential this session logged in with was replaced or revoked (S4): end it. No
+    // BYE: a line injected into the stream could land inside a literal the store is sending.
+    close: (reason) => {
+      closedBy ??= reason === 'credential-changed' ? 'credential-changed' : 'upstream';
+      client.destroy();
+      store.destroy();
+    },
+  });
+  // The store hung up (LOGOUT, shutdown): the client is ended once the bytes already read are
+  // written, so a slow client still gets the end of its FETCH and the BYE. Destroy it only if
+  // it never drains.
+  let drain: NodeJS.Timeout | null = null;
+  store.once('close', () => {
+    closedBy ??= 'upstream';
+    if (!client.writableEnded) client.end();
+    if (!client.destroyed) drain = setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
+  });
+  client.once('close', () => {
+    if (drain) clearTimeout(drain);
+    closedBy ??= 'client';
+    unregister();
+    store.destroy();
+    deps.metrics?.sessionClosed('imap');
+    deps.log.info(
+      {
+        event: 'session',
+        session: s.id,
+        login: s.login,
+        ip: s.ip,
+        protocol: 'imap',
+        credential: s.credential,
+        upstream: s.upstream,
+        closedBy,
+        bytesIn: client.bytesRead - clientIn,
+        bytesOut: client.bytesWritten - clientOut,
+        ms: deps.clock() - s.started,
+      },
+      'session closed',
+    );
+  });
+  client.resume();
+  store.resume();
 }
