@@ -23,6 +23,7 @@ import { loginRun, treeCpuMs, treePssKiB, waitForLogin, warmCredentialCache } fr
 import { freePort } from './ports.js';
 import {
   type DovecotServer,
+  type NginxImapServer,
   startDovecot,
   startNginxAuthResponder,
   startNginxMailProxy,
@@ -128,6 +129,7 @@ async function loginCell(peer: BenchPeer, front: TlsMode, concurrency: number): 
       count: null,
       durationMs: S.runSeconds * 1000,
     }),
+    { signal: interrupted.signal },
   );
   const cpuMs = treeCpuMs(roots) - cpu0;
   return {
@@ -147,14 +149,17 @@ async function loginCell(peer: BenchPeer, front: TlsMode, concurrency: number): 
 async function fetchCell(peer: BenchPeer, front: TlsMode): Promise<FetchCell> {
   const roots = peer.roots();
   const cpu0 = treeCpuMs(roots);
-  const report = await runLoadtest({
-    ...loginRun(peer.ports[front], peer.accounts.slice(0, S.mailboxes)),
-    scenario: 'fetch',
-    target: { host: '127.0.0.1', port: peer.ports[front], tls: front, insecure: true },
-    concurrency: S.fetchSessions,
-    count: null,
-    durationMs: S.fetchSeconds * 1000,
-  });
+  const report = await runLoadtest(
+    {
+      ...loginRun(peer.ports[front], peer.accounts.slice(0, S.mailboxes)),
+      scenario: 'fetch',
+      target: { host: '127.0.0.1', port: peer.ports[front], tls: front, insecure: true },
+      concurrency: S.fetchSessions,
+      count: null,
+      durationMs: S.fetchSeconds * 1000,
+    },
+    { signal: interrupted.signal },
+  );
   const cpuMs = treeCpuMs(roots) - cpu0;
   const mb = report.totals.bytes / 1e6;
   return {
@@ -177,8 +182,8 @@ async function idleCell(peer: BenchPeer, front: TlsMode, sessions: number): Prom
   const before = treePssKiB(roots);
   const stop = new AbortController();
   let established = 0;
-  let allUp = () => {};
-  const up = new Promise<void>((r) => (allUp = r));
+  let ok = 0;
+  let ended = false;
   const run = runLoadtest(
     {
       ...loginRun(peer.ports[front], peer.accounts),
@@ -191,16 +196,25 @@ async function idleCell(peer: BenchPeer, front: TlsMode, sessions: number): Prom
       timeoutMs: 60_000,
     },
     {
-      signal: stop.signal,
+      signal: AbortSignal.any([stop.signal, interrupted.signal]),
       progressIntervalMs: 200,
       onProgress: (p) => {
         established = p.sessions;
-        if (p.ok >= sessions) allUp();
+        ok = p.ok;
       },
     },
   );
-  // Ends when all are up, or the run ended (failed), or after IDLE_MAX_MS.
-  await Promise.race([up, run.then(allUp, allUp)]);
+  run.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  // Until every session is up, the run ends (it failed), or no session came up for 20 s.
+  let lastOk = -1;
+  let lastChange = Date.now();
+  while (ok < sessions && !ended && Date.now() - lastChange < 20_000) {
+    if (ok !== lastOk) [lastOk, lastChange] = [ok, Date.now()];
+    await sleep(250);
+  }
   // Let garbage from the logins go (V8's memory reducer runs a few seconds after a burst).
   await sleep(S.idleSettleSeconds * 1000);
   const after = treePssKiB(roots);
@@ -217,7 +231,20 @@ async function idleCell(peer: BenchPeer, front: TlsMode, sessions: number): Prom
     errorKinds: report.errors,
   };
 }
-const IDLE_MAX_MS = 180_000;
+const IDLE_MAX_MS = 300_000;
+/** Aborted by SIGINT or SIGTERM: the run in progress ends, the servers are stopped. */
+const interrupted = new AbortController();
+class Interrupted extends Error {}
+function checkInterrupted(): void {
+  if (interrupted.signal.aborted) throw new Interrupted('interrupted: stopping the servers');
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted.signal.aborted) process.exit(130); // a second signal: leave at once
+    log(`${signal}: ending the run in progress, then stopping the servers (again to quit at once)`);
+    interrupted.abort();
+  });
+}
 
 async function main(): Promise<void> {
   const started = Date.now();
@@ -280,52 +307,69 @@ async function main(): Promise<void> {
       masterUser: backend.masterUser,
       masterPassword: backend.masterPassword,
     };
-    const [dovecotArgon2, dovecotCheap] = await Promise.all(
-      (['argon2', 'cheap'] as const).map((auth) =>
-        startDovecot({
-          users: creds.map((c) => ({
-            user: c.login,
-            password: c.password,
-            upstreamUser: c.upstreamUser,
-            ...(auth === 'argon2' ? { hash: `{ARGON2ID}${c.hash}` } : {}),
-          })),
-          proxyTo,
-          tls: cert,
-        }),
-      ),
-    );
+    const dovecotProxy = (auth: 'argon2' | 'cheap') =>
+      startDovecot({
+        users: creds.map((c) => ({
+          user: c.login,
+          password: c.password,
+          upstreamUser: c.upstreamUser,
+          ...(auth === 'argon2' ? { hash: `{ARGON2ID}${c.hash}` } : {}),
+        })),
+        proxyTo,
+        tls: cert,
+      });
+    const [dovecotArgon2, dovecotCheap] = await Promise.all([dovecotProxy('argon2'), dovecotProxy('cheap')]);
     stops.push(
-      () => dovecotArgon2!.stop(),
-      () => dovecotCheap!.stop(),
+      () => dovecotArgon2.stop(),
+      () => dovecotCheap.stop(),
     );
 
-    const responder = await startNginxAuthResponder({
-      accounts: Object.fromEntries(creds.map((c) => [c.login, c])),
-      backend: { host: backend.host, port: backend.port },
-      masterUser: backend.masterUser,
-      masterPassword: backend.masterPassword,
-      maxConcurrentVerifies: 4,
-    });
-    stops.push(() => responder.stop());
-    const auth = (path: string) => `127.0.0.1:${responder.port}/${path}`;
-    const nginx = await startNginxMailProxy({
-      certificate: cert,
-      servers: [
-        { name: 'argon2-none', tls: false, authHttp: auth('argon2') },
-        { name: 'argon2-implicit', tls: true, authHttp: auth('argon2') },
-        { name: 'cheap-none', tls: false, authHttp: auth('plain') },
-        { name: 'cheap-implicit', tls: true, authHttp: auth('plain') },
-        { name: 'buf64-none', tls: false, authHttp: auth('plain'), proxyBuffer: '64k' },
-        { name: 'buf64-implicit', tls: true, authHttp: auth('plain'), proxyBuffer: '64k' },
-      ],
-    });
+    const nginxWithResponder = async (
+      servers: Array<Omit<NginxImapServer, 'authHttp'> & { auth: string }>,
+    ) => {
+      const responder = await startNginxAuthResponder({
+        accounts: Object.fromEntries(creds.map((c) => [c.login, c])),
+        backend: { host: backend.host, port: backend.port },
+        masterUser: backend.masterUser,
+        masterPassword: backend.masterPassword,
+        maxConcurrentVerifies: 4,
+      });
+      try {
+        const nginx = await startNginxMailProxy({
+          certificate: cert,
+          servers: servers.map(({ auth, ...server }) => ({
+            ...server,
+            authHttp: `127.0.0.1:${responder.port}/${auth}`,
+          })),
+        });
+        return {
+          ports: nginx.ports,
+          roots: [nginx.pid, responder.pid],
+          stop: async () => {
+            await nginx.stop();
+            await responder.stop();
+          },
+        };
+      } catch (err) {
+        await responder.stop();
+        throw err;
+      }
+    };
+    const nginx = await nginxWithResponder([
+      { name: 'argon2-none', tls: false, auth: 'argon2' },
+      { name: 'argon2-implicit', tls: true, auth: 'argon2' },
+      { name: 'cheap-none', tls: false, auth: 'plain' },
+      { name: 'cheap-implicit', tls: true, auth: 'plain' },
+      { name: 'buf64-none', tls: false, auth: 'plain', proxyBuffer: '64k' },
+      { name: 'buf64-implicit', tls: true, auth: 'plain', proxyBuffer: '64k' },
+    ]);
     stops.push(() => nginx.stop());
 
     // Two gateways: one with the credential cache off (argon2 on every login), one with it on.
-    const gateway = async (cache: boolean) => {
+    const gateway = async (cache: boolean, name: string) => {
       const ports = { none: await freePort(), implicit: await freePort() };
       const adminPort = await freePort();
-      const file = join(dir, `mailgate-${cache ? 'cache' : 'nocache'}.yaml`);
+      const file = join(dir, `mailgate-${name}.yaml`);
       writeFileSync(
         file,
         JSON.stringify({
@@ -354,9 +398,9 @@ async function main(): Promise<void> {
         stdio: ['ignore', 'ignore', 'inherit'],
       });
       children.push(child);
-      return { child, ports, adminPort };
+      return { child, ports, adminPort, stop: () => stopChild(child) };
     };
-    const [gwArgon2, gwCache] = [await gateway(false), await gateway(true)];
+    const [gwArgon2, gwCache] = [await gateway(false, 'argon2'), await gateway(true, 'cache')];
 
     const clientCreds: LoadtestAccount[] = creds
       .slice(0, S.loginAccounts)
@@ -405,7 +449,7 @@ async function main(): Promise<void> {
         'argon2',
         'nginx mail proxy',
         { none: nginx.ports['argon2-none']!, implicit: nginx.ports['argon2-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.pid],
+        () => nginx.roots,
       ),
       nginxCheap: peer(
         'nginx-cheap',
@@ -413,7 +457,7 @@ async function main(): Promise<void> {
         'cheap',
         'nginx mail proxy',
         { none: nginx.ports['cheap-none']!, implicit: nginx.ports['cheap-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.pid],
+        () => nginx.roots,
       ),
       nginxBuf64: peer(
         'nginx-cheap-64k',
@@ -421,23 +465,23 @@ async function main(): Promise<void> {
         'cheap',
         'nginx mail proxy, proxy_buffer 64k',
         { none: nginx.ports['buf64-none']!, implicit: nginx.ports['buf64-implicit']!, starttls: 0 },
-        () => [nginx.pid, responder.pid],
+        () => nginx.roots,
       ),
       dovecotArgon2: peer(
         'dovecot-proxy-argon2',
         'dovecot',
         'argon2',
         'Dovecot proxy',
-        dovecotPorts(dovecotArgon2!),
-        () => [dovecotArgon2!.pid],
+        dovecotPorts(dovecotArgon2),
+        () => [dovecotArgon2.pid],
       ),
       dovecotCheap: peer(
         'dovecot-proxy-cheap',
         'dovecot',
         'cheap',
         'Dovecot proxy',
-        dovecotPorts(dovecotCheap!),
-        () => [dovecotCheap!.pid],
+        dovecotPorts(dovecotCheap),
+        () => [dovecotCheap.pid],
       ),
     };
 
@@ -482,6 +526,7 @@ async function main(): Promise<void> {
         for (const concurrency of S.concurrency) {
           for (const front of FRONTS) {
             for (const p of loginPeers) {
+              checkInterrupted();
               const cell = await loginCell(p, front, concurrency);
               figures.login.push({ ...cell, round });
               log(
@@ -496,6 +541,7 @@ async function main(): Promise<void> {
       if (S.parts.has('fetch')) {
         for (const front of FRONTS) {
           for (const p of fetchPeers) {
+            checkInterrupted();
             const cell = await fetchCell(p, front);
             figures.fetch.push({ ...cell, round });
             log(
@@ -506,20 +552,57 @@ async function main(): Promise<void> {
         }
       }
     }
-    // Idle memory moves little between rounds and a run of thousands of sessions is slow: once.
+    // Idle memory: a fresh proxy for each run, since a process keeps the memory its last burst
+    // of sessions used and a second run would measure that reuse, not the cost. One round: the
+    // figure moves little and a run of thousands of sessions is slow. Dovecot direct is the
+    // backend itself (its imap processes serve many sessions each and end when idle).
     if (S.parts.has('idle')) {
+      interface Fresh {
+        ports: Record<string, number>;
+        roots: number[];
+        stop(): Promise<void>;
+      }
+      const fresh: Record<string, () => Promise<Fresh>> = {
+        direct: async () => ({
+          ports: { none: backend.port, implicit: backend.tlsPort! },
+          roots: [backend.pid],
+          stop: async () => {},
+        }),
+        'mailgate-cache': async () => {
+          const gw = await gateway(true, 'idle');
+          await waitForLogin(gw.ports.none, clientCreds[0]!);
+          await warmCredentialCache(gw.ports.none, gw.adminPort, clientCreds);
+          return { ports: gw.ports, roots: [gw.child.pid!], stop: gw.stop };
+        },
+        'nginx-cheap': () =>
+          nginxWithResponder([
+            { name: 'none', tls: false, auth: 'plain' },
+            { name: 'implicit', tls: true, auth: 'plain' },
+          ]),
+        'dovecot-proxy-cheap': async () => {
+          const d = await dovecotProxy('cheap');
+          return { ports: dovecotPorts(d), roots: [d.pid], stop: () => d.stop() };
+        },
+      };
       const runs: Array<[TlsMode, number]> = [
         ...S.idleSessions.map((n): [TlsMode, number] => ['none', n]),
         ['implicit', S.idleTlsSessions],
       ];
       for (const [front, sessions] of runs) {
         for (const p of idlePeers) {
-          const cell = await idleCell(p, front, sessions);
-          figures.idle.push({ ...cell, round: 1 });
-          log(
-            `idle ${front} ${sessions} ${p.id}: ${cell.kibPerSession.toFixed(1)} KiB/session ` +
-              `(${cell.established} established${errorsText(cell)})`,
-          );
+          checkInterrupted();
+          const target = await fresh[p.id]!();
+          try {
+            const ports = { none: target.ports.none!, implicit: target.ports.implicit!, starttls: 0 };
+            const cell = await idleCell({ ...p, ports, roots: () => target.roots }, front, sessions);
+            figures.idle.push({ ...cell, round: 1 });
+            log(
+              `idle ${front} ${sessions} ${p.id}: ${cell.kibPerSession.toFixed(1)} KiB/session ` +
+                `(${cell.established} established${errorsText(cell)})`,
+            );
+          } finally {
+            await target.stop();
+          }
         }
       }
     }
@@ -539,6 +622,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof Interrupted) process.exit(130);
   process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

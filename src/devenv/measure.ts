@@ -102,9 +102,21 @@ export function treePssKiB(roots: readonly number[]): number {
 export const median = (xs: readonly number[]): number =>
   xs.length === 0 ? Number.NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** The gateway's credential cache counters, from /metrics (summed over its workers). */
+/**
+ * The gateway's credential cache counters, from /metrics (summed over its workers). The admin
+ * API starts with the first worker: a gateway just started is given up to 10 s to answer.
+ */
 export async function cacheLookups(adminPort: number): Promise<{ hit: number; miss: number }> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  let text = '';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      break;
+    } catch (err) {
+      if (attempt >= 100) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
   const value = (result: string) =>
     Number(
       new RegExp(`^mailgate_credential_cache_lookups_total\\{result="${result}"\\} (\\S+)$`, 'm').exec(

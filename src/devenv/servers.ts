@@ -559,7 +559,7 @@ service imap-login {
 }
 service imap {
   process_limit = 2000
-  client_limit = ${p.imapClientLimit}
+  client_limit = ${p.imapClientLimit}${p.imapClientLimit > 1 ? '\n  # Processes that stay and take many sessions each (the default, 1, is a process per login).\n  service_count = 0\n  process_min_avail = 2' : ''}
 }
 service auth {
   client_limit = 2100${saslListener}

@@ -1,6 +1,9 @@
 // scripts/bench's peers, started as the bench starts them: nginx's mail proxy with its auth_http
 // responder, and Dovecot as a proxy, each in front of one Dovecot backend, each checking an
 // argon2id hash or a plaintext password, over plain and TLS fronts.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PasswordHasher } from '../../src/auth/passwords.js';
@@ -15,7 +18,8 @@ import {
 } from '../../src/devenv/servers.js';
 
 const account = { login: 'kaito@example.jp', password: 'imap-only-Pw1', upstreamUser: 'kaito' };
-const cert = makeCertificate();
+const certDir = mkdtempSync(join(tmpdir(), 'mailgate-bench-peers-'));
+const cert = makeCertificate(certDir);
 
 let backend: DovecotServer;
 let dovecotProxy: DovecotServer;
@@ -67,6 +71,7 @@ afterAll(async () => {
   await nginx?.stop();
   await Promise.all([responder?.stop(), dovecotProxy?.stop()]);
   await backend?.stop();
+  rmSync(certDir, { recursive: true, force: true });
 });
 
 /** Logs in, reads the INBOX's one message; resolves with its subject. */
