@@ -4,7 +4,7 @@ import type { ImapConfig } from '../config/schema.js';
 import type { ClientConnection, TlsContext } from '../net/listener.js';
 import { looksLikeProxyHeader } from '../net/proxy-protocol.js';
 import type { SessionRegistry } from '../net/session-registry.js';
-import { splice } from '../net/splice.js';
+import { ignoreErrors, splice } from '../net/splice.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import { MailgateError } from '../util/errors.js';
@@ -87,7 +87,7 @@ class ImapConnection {
   #attach(socket: net.Socket) {
     socket.on('data', this.#onData);
     socket.on('close', this.#onClose);
-    socket.on('error', () => {}); // reported through 'close'
+    ignoreErrors(socket); // reported through 'close'
   }
 
   #detach(socket: net.Socket) {
@@ -327,7 +327,6 @@ function joinStore(
   client.write(reply);
   if (pipelined.length) store.write(pipelined);
   deps.metrics?.sessionOpened('imap');
-  store.on('error', () => {});
   splice(client, store);
   const clientIn = client.bytesRead;
   const clientOut = client.bytesWritten;
@@ -349,12 +348,13 @@ function joinStore(
   // written, so a slow client still gets the end of its FETCH and the BYE. Destroy it only if
   // it never drains.
   let drain: NodeJS.Timeout | null = null;
-  store.once('close', () => {
+  // 'close' comes once: on() rather than once(), which wraps each listener in a bound function.
+  store.on('close', () => {
     closedBy ??= 'upstream';
     if (!client.writableEnded) client.end();
     if (!client.destroyed) drain = setTimeout(() => client.destroy(), CLIENT_DRAIN_TIMEOUT_MS).unref();
   });
-  client.once('close', () => {
+  client.on('close', () => {
     if (drain) clearTimeout(drain);
     closedBy ??= 'client';
     unregister();

@@ -8,6 +8,7 @@ import { ConfigError, type MailgateError } from '../util/errors.js';
 import { RandomIds } from '../util/random-ids.js';
 import { type CidrSet, normalizeIp } from './cidr.js';
 import { readProxyHeader } from './proxy-protocol.js';
+import { ignoreErrors } from './splice.js';
 
 /**
  * The protocol-neutral front of every listener: accept, limit connections per client IP,
@@ -137,7 +138,7 @@ export class Listener {
   async #accept(socket: net.Socket): Promise<void> {
     const { log, config } = this.opts;
     const id = this.#ids.next();
-    socket.on('error', () => {}); // errors surface as 'close'; the protocol logs the session end
+    ignoreErrors(socket); // errors surface as 'close'; the protocol logs the session end
     const peerIp = normalizeIp(socket.remoteAddress ?? '');
     let clientIp = peerIp;
     let clientPort = socket.remotePort ?? 0;
@@ -171,7 +172,7 @@ export class Listener {
 
     const count = (this.#perIp.get(clientIp) ?? 0) + 1;
     this.#perIp.set(clientIp, count);
-    socket.once('close', () => {
+    socket.on('close', () => {
       const n = (this.#perIp.get(clientIp) ?? 1) - 1;
       if (n <= 0) this.#perIp.delete(clientIp);
       else this.#perIp.set(clientIp, n);
