@@ -101,13 +101,14 @@ if #acct == 0 then
   end
 end
 local srcFails = redis.call('ZCOUNT', p .. 'fail:src:' .. src, since, '+inf')
-local pairLocked, acctLocked, known = 0, 0, false
+local pairLocked, acctLocked, known, pairFails = 0, 0, false, 0
 if #acct > 0 then
   pairLocked = redis.call('EXISTS', p .. 'lock:pair:' .. login .. ':' .. src)
   acctLocked = redis.call('EXISTS', p .. 'lock:acct:' .. login)
   known = redis.call('ZSCORE', p .. 'known:' .. login, src)
+  pairFails = redis.call('EXISTS', p .. 'fail:pair:' .. login .. ':' .. src)
 end
-return { acct, redis.call('GET', p .. 'rollout:doc') or '', srcFails, pairLocked, acctLocked, known or '' }
+return { acct, redis.call('GET', p .. 'rollout:doc') or '', srcFails, pairLocked, acctLocked, known or '', pairFails }
 `;
 
 // Every credential change announces itself in the same atomic step (see CredentialEvent).
@@ -296,7 +297,7 @@ type RedisWithScripts = Redis & {
     name: string,
     src: string,
     since: number,
-  ): Promise<[string[], string, number, number, number, string]>;
+  ): Promise<[string[], string, number, number, number, string, number]>;
   mgIssue(
     key: string,
     hash: string,
@@ -340,10 +341,11 @@ export class AccountStore {
    * The account a login name or alias belongs to, the rollout rules and the lockout facts for
    * this client source, in one round trip. `since`: start of the failure-counting window.
    */
-  async lookupForLogin(name: string, src = '-', since = 0): Promise<LoginLookup> {
-    const [acct, rollout, srcFails, pairLocked, acctLocked, known] = await this.#call(() =>
+  async lookupForLogin(name: string, src = '-', since = 0, knownSince = 0): Promise<LoginLookup> {
+    const [acct, rollout, srcFails, pairLocked, acctLocked, known, pairFails] = await this.#call(() =>
       this.#redis.mgLookup(this.#p, normalizeLogin(name), src, since),
     );
+    const knownAt = known === '' ? null : Number(known);
     return {
       account: acct.length ? parseAccount(pairs(acct)) : null,
       rollout: parseRolloutDoc(rollout),
@@ -351,7 +353,9 @@ export class AccountStore {
         sourceFailures: Number(srcFails),
         pairLocked: pairLocked === 1,
         accountLocked: acctLocked === 1,
-        knownSource: known !== '' && Number(known) >= since,
+        knownSource: knownAt !== null && knownAt >= knownSince,
+        knownAt,
+        pairFailures: pairFails === 1,
       },
     };
   }

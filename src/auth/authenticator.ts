@@ -11,7 +11,7 @@ import type { RolloutStore } from '../rollout/store.js';
 import { MailgateError } from '../util/errors.js';
 import { OverloadedError } from '../util/semaphore.js';
 import { type CredentialCache, credentialStateOf } from './credential-cache.js';
-import { isLocked, isThrottled, sourceKey, tarpitDelayMs } from './lockout.js';
+import { isLocked, isThrottled, needsSuccessRecord, sourceKey, tarpitDelayMs } from './lockout.js';
 import type { PasswordHasher } from './passwords.js';
 import {
   type CredentialMatch,
@@ -153,7 +153,12 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       protocol: req.protocol,
     };
     try {
-      const looked = await accounts.lookupForLogin(req.login, src, started - lockoutConfig.windowMs);
+      const looked = await accounts.lookupForLogin(
+        req.login,
+        src,
+        started - lockoutConfig.windowMs,
+        started - lockoutConfig.knownSourceMs,
+      );
       const { account } = looked;
       const throttled = isThrottled(looked.lockout, lockoutConfig);
       const locked = account !== null && isLocked(looked.lockout);
@@ -212,7 +217,9 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
         for (const r of decision.wouldRefuse) {
           background('stats', req.sessionId, rollout.record('would-refuse', r, cohortOf(r), started));
         }
-        background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
+        if (needsSuccessRecord(looked.lockout, lockoutConfig, started)) {
+          background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
+        }
         // S11: one background round trip, after the reply is decided.
         notices.loginAllowed?.({
           login: acct.login,

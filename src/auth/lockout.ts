@@ -31,6 +31,21 @@ export interface LockoutFacts {
   accountLocked: boolean;
   /** The source logged in to this account successfully within lockout.knownSourceMs. */
   knownSource: boolean;
+  /** When the source last logged in to this account successfully (as recorded), or null. */
+  knownAt: number | null;
+  /** The (account, source) pair has failures in its window (a success clears them). */
+  pairFailures: boolean;
+}
+
+/**
+ * Whether a successful login must be written down (known source refreshed, pair failures
+ * cleared): not when the source is already known from a recent write and has no failures to
+ * clear, so a reconnecting client costs one Redis round trip, not two. The record then lags
+ * by at most min(1 h, knownSourceMs / 10) against a window of knownSourceMs.
+ */
+export function needsSuccessRecord(f: LockoutFacts, cfg: LockoutConfig, now: number): boolean {
+  if (f.pairFailures || f.knownAt === null) return true;
+  return now - f.knownAt >= Math.min(3_600_000, cfg.knownSourceMs / 10);
 }
 
 /** Whether this login is locked for this source (SPEC 3.3 step 2). */

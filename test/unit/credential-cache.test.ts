@@ -170,6 +170,8 @@ function harness(opts: { cache?: Partial<CredentialCacheConfig> } = {}) {
   const accounts = new Map([[account.login, account]]);
   let verifications = 0;
   let failures = 0;
+  let successRecords = 0;
+  let knownAt: number | null = null;
   const hasher = {
     async verify(hash: string, password: string | Uint8Array) {
       verifications++;
@@ -196,7 +198,14 @@ function harness(opts: { cache?: Partial<CredentialCacheConfig> } = {}) {
         return {
           account: a ? structuredClone(a) : null,
           rollout: EMPTY_ROLLOUT,
-          lockout: { sourceFailures: failures, pairLocked: false, accountLocked: false, knownSource: false },
+          lockout: {
+            sourceFailures: failures,
+            pairLocked: false,
+            accountLocked: false,
+            knownSource: knownAt !== null,
+            knownAt,
+            pairFailures: failures > 0,
+          },
         };
       },
       async replacePrimaryHash() {
@@ -207,7 +216,11 @@ function harness(opts: { cache?: Partial<CredentialCacheConfig> } = {}) {
       async recordFailure() {
         return ++failures;
       },
-      async recordSuccess() {},
+      async recordSuccess(_login: string, _src: string, now: number) {
+        successRecords++;
+        knownAt = now;
+        failures = 0;
+      },
     },
     lockoutConfig,
     rollout: { async record() {} },
@@ -236,6 +249,10 @@ function harness(opts: { cache?: Partial<CredentialCacheConfig> } = {}) {
     get failures() {
       return failures;
     },
+    get successRecords() {
+      return successRecords;
+    },
+    lockoutConfig,
     /** As the store's issue script does: a new hash and a bumped version. */
     issue(password: string) {
       account.imapHash = `H:${password}:${account.imapVersion + 1}`;
@@ -309,5 +326,30 @@ describe('authenticator with the credential cache', () => {
     await h.login('alice@example.jp', 'primary-pass');
     await h.login('alice@example.jp', 'primary-pass');
     expect(h.verifications).toBe(2);
+  });
+});
+
+describe('authenticator: the known-source record', () => {
+  it('is written on a first success, skipped while fresh and clean, written again when stale or after failures', async () => {
+    const h = harness();
+    const settle = () => new Promise((r) => setImmediate(r)); // the record is a background write
+    await h.login('alice@example.jp', 'primary-pass');
+    await settle();
+    expect(h.successRecords).toBe(1);
+    // A reconnecting client from a known source: one round trip (the lookup), no write.
+    for (let i = 0; i < 3; i++) await h.login('alice@example.jp', 'primary-pass');
+    await settle();
+    expect(h.successRecords).toBe(1);
+    // A failure on the pair: the next success must clear it.
+    expect((await h.login('alice@example.jp', 'wrong')).kind).toBe('deny');
+    await h.login('alice@example.jp', 'primary-pass');
+    await settle();
+    expect(h.successRecords).toBe(2);
+    expect(h.failures).toBe(0);
+    // Older than the refresh interval (min(1 h, knownSourceMs / 10)): refreshed.
+    h.clock.advance(Math.min(3_600_000, h.lockoutConfig.knownSourceMs / 10));
+    await h.login('alice@example.jp', 'primary-pass');
+    await settle();
+    expect(h.successRecords).toBe(3);
   });
 });
