@@ -255,6 +255,29 @@ async function relaunchOnPort<T>(launch: (port: number) => Promise<T>, port: num
   }
 }
 
+/**
+ * Starts a server on freshly picked free ports; a lost race for a port (another process took
+ * it between the pick and the bind) is retried twice with new ones. On failure the server's
+ * directory is removed.
+ */
+async function launchOnFreePorts<P>(
+  dir: string,
+  pick: () => Promise<P>,
+  launch: (ports: P) => Promise<ChildProcess>,
+): Promise<{ ports: P; child: ChildProcess }> {
+  for (let attempt = 1; ; attempt++) {
+    const ports = await pick();
+    try {
+      return { ports, child: await launch(ports) };
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 3) {
+        await removeDir(dir);
+        throw err;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 
@@ -318,19 +341,7 @@ export async function startRedis(opts: { appendOnly?: boolean } = {}): Promise<R
     );
   };
 
-  let port = 0;
-  let child: ChildProcess | undefined;
-  for (let attempt = 1; child === undefined; attempt++) {
-    port = await freePort(HOST);
-    try {
-      child = await launch(port);
-    } catch (err) {
-      if (!(err instanceof AddressInUse) || attempt >= 3) {
-        await removeDir(dir);
-        throw err;
-      }
-    }
-  }
+  const { ports: port, child } = await launchOnFreePorts(dir, () => freePort(HOST), launch);
 
   let current: ChildProcess | undefined = child;
   let stopped = false;
@@ -699,21 +710,12 @@ ${log}`);
     await waitGone(child, pids, 'dovecot');
   };
 
-  let port = 0;
-  let child: ChildProcess | undefined;
-  for (let attempt = 1; child === undefined; attempt++) {
-    port = await freePort(HOST);
+  const pick = async (): Promise<number> => {
     if (opts.lmtp) lmtpPort = await freePort(HOST);
     if (opts.tls) tls = { port: await freePort(HOST), ...opts.tls };
-    try {
-      child = await launch(port);
-    } catch (err) {
-      if (!(err instanceof AddressInUse) || attempt >= 3) {
-        await removeDir(dir);
-        throw err;
-      }
-    }
-  }
+    return freePort(HOST);
+  };
+  const { ports: port, child } = await launchOnFreePorts(dir, pick, launch);
 
   started = true;
   const readLog = (): Promise<string> => readFile(logPath, 'utf8');
@@ -970,19 +972,9 @@ export async function startPostfix(opts: {
     await waitGone(child, pids, 'postfix');
   };
 
-  let port = 0;
-  let current: ChildProcess | undefined;
-  for (let attempt = 1; current === undefined; attempt++) {
-    port = await freePort(HOST);
-    try {
-      current = await launch(port);
-    } catch (err) {
-      if (!(err instanceof AddressInUse) || attempt >= 3) {
-        await removeDir(dir);
-        throw err;
-      }
-    }
-  }
+  const launched = await launchOnFreePorts(dir, () => freePort(HOST), launch);
+  const port = launched.ports;
+  let current: ChildProcess | undefined = launched.child;
   let stopped = false;
   const readLog = async (): Promise<string> => {
     try {
@@ -1150,20 +1142,12 @@ ${servers.join('\n')}
     await waitGone(child, pids, 'nginx');
   };
 
-  let ports: number[] = [];
-  let child: ChildProcess | undefined;
-  for (let attempt = 1; child === undefined; attempt++) {
-    ports = [];
+  const pick = async (): Promise<number[]> => {
+    const ports: number[] = [];
     for (const _ of opts.servers) ports.push(await freePort(HOST));
-    try {
-      child = await launch(ports);
-    } catch (err) {
-      if (!(err instanceof AddressInUse) || attempt >= 3) {
-        await removeDir(dir);
-        throw err;
-      }
-    }
-  }
+    return ports;
+  };
+  const { ports, child } = await launchOnFreePorts(dir, pick, launch);
   let running: ChildProcess | undefined = child;
   return {
     ports: Object.fromEntries(opts.servers.map((s, i) => [s.name, ports[i]!])),
