@@ -278,6 +278,18 @@ async function launchOnFreePorts<P>(
   }
 }
 
+/** stop() of a server: halts it and removes its directory, the first time only. */
+function stopOnce(child: ChildProcess, halt: (child: ChildProcess) => Promise<void>, dir: string) {
+  let running: ChildProcess | undefined = child;
+  return async (): Promise<void> => {
+    const proc = running;
+    if (proc === undefined) return;
+    running = undefined;
+    await halt(proc);
+    await removeDir(dir);
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 
@@ -719,7 +731,6 @@ ${log}`);
 
   started = true;
   const readLog = (): Promise<string> => readFile(logPath, 'utf8');
-  let running: ChildProcess | undefined = child;
 
   return {
     host: HOST,
@@ -747,13 +758,7 @@ ${log}`);
       await chown(tmpPath, mail.uid, mail.gid);
       await rename(tmpPath, join(maildir, 'new', name));
     },
-    async stop() {
-      const proc = running;
-      if (proc === undefined) return;
-      running = undefined;
-      await halt(proc);
-      await removeDir(dir);
-    },
+    stop: stopOnce(child, halt, dir),
   };
 }
 
@@ -1148,18 +1153,11 @@ ${servers.join('\n')}
     return ports;
   };
   const { ports, child } = await launchOnFreePorts(dir, pick, launch);
-  let running: ChildProcess | undefined = child;
   return {
     ports: Object.fromEntries(opts.servers.map((s, i) => [s.name, ports[i]!])),
     pid: child.pid!,
     dir,
-    async stop() {
-      const proc = running;
-      if (proc === undefined) return;
-      running = undefined;
-      await halt(proc);
-      await removeDir(dir);
-    },
+    stop: stopOnce(child, halt, dir),
   };
 }
 
