@@ -339,7 +339,8 @@ export class AccountStore {
 
   /**
    * The account a login name or alias belongs to, the rollout rules and the lockout facts for
-   * this client source, in one round trip. `since`: start of the failure-counting window.
+   * this client source, in one round trip. `since`: start of the failure-counting window;
+   * `knownSince`: a source whose last recorded success is older is not known (knownSourceMs).
    */
   async lookupForLogin(name: string, src = '-', since = 0, knownSince = 0): Promise<LoginLookup> {
     const [acct, rollout, srcFails, pairLocked, acctLocked, known, pairFails] = await this.#call(() =>

@@ -39,8 +39,7 @@ function processTable(): Map<number, ProcEntry> {
 }
 
 /** The given PIDs and all their descendants. */
-export function processTree(roots: readonly number[]): number[] {
-  const table = processTable();
+export function processTree(roots: readonly number[], table = processTable()): number[] {
   const found: number[] = [];
   const stack = [...roots];
   while (stack.length) {
@@ -75,7 +74,7 @@ function processCpuMs(pid: number, entry: ProcEntry | undefined): number {
  */
 export function treeCpuMs(roots: readonly number[]): number {
   const table = processTable();
-  return processTree(roots).reduce((sum, pid) => {
+  return processTree(roots, table).reduce((sum, pid) => {
     const entry = table.get(pid);
     return sum + processCpuMs(pid, entry) + (entry?.childrenCpuMs ?? 0);
   }, 0);
