@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently:
-#   - system packages (Debian/apt): redis-server, dovecot (core, imapd, lmtpd), postfix, swaks,
-#     python3, openssl, and nginx-light with libnginx-mod-mail (scripts/bench's peer, which a
-#     test starts too). Only when something is missing; as root; without starting the packages'
-#     own services (a temporary policy-rc.d), and stopping any daemon that the install started anyway.
+#   - system packages (Debian/apt): redis-server, dovecot (core, imapd, lmtpd), postfix, swaks
+#     with libnet-ssleay-perl (swaks's TLS: a Recommends, which --no-install-recommends skips),
+#     python3 with its ssl module, openssl, and nginx-light with libnginx-mod-mail (scripts/bench's
+#     peer, which a test starts too). Each is checked by the capability the tests use (swaks
+#     --support tls, python3 -c 'import ssl'), not by a binary's presence. Only when something is
+#     missing; as root; without starting the packages' own services (a temporary policy-rc.d),
+#     and stopping any daemon that the install started anyway.
 #   - node_modules: `npm ci` when node_modules is missing or older than package-lock.json.
 # Not root and something missing: prints one line saying what to install and exits 1.
 set -euo pipefail
@@ -13,18 +16,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 log() { printf 'install-deps: %s\n' "$*"; }
 
 # package -> shell test that is true when it is usable.
-declare -a PKGS=(redis-server dovecot-core dovecot-imapd dovecot-lmtpd postfix swaks python3 openssl nginx-light libnginx-mod-mail)
+declare -a PKGS=(redis-server dovecot-core dovecot-imapd dovecot-lmtpd postfix swaks libnet-ssleay-perl python3 openssl nginx-light libnginx-mod-mail)
 check_pkg() {
   case "$1" in
-    redis-server) command -v redis-server >/dev/null ;;
-    dovecot-core) command -v dovecot >/dev/null && command -v doveadm >/dev/null ;;
+    redis-server) redis-server --version >/dev/null 2>&1 && command -v redis-cli >/dev/null ;;
+    dovecot-core) dovecot --version >/dev/null 2>&1 && command -v doveadm >/dev/null ;;
     dovecot-imapd) pkg_installed dovecot-imapd || [[ -x /usr/lib/dovecot/imap ]] ;;
     dovecot-lmtpd) pkg_installed dovecot-lmtpd || [[ -x /usr/lib/dovecot/lmtp ]] ;;
     postfix) [[ -x /usr/sbin/postfix ]] || command -v postfix >/dev/null ;;
-    swaks) command -v swaks >/dev/null ;;
-    python3) command -v python3 >/dev/null ;;
-    openssl) command -v openssl >/dev/null ;;
-    nginx-light) command -v nginx >/dev/null ;;
+    swaks) swaks --version >/dev/null 2>&1 ;;
+    # swaks speaks TLS through Net::SSLeay (and IO::Socket::SSL is not needed): ask swaks itself.
+    libnet-ssleay-perl) perl -MNet::SSLeay -e1 2>/dev/null && [[ "$(swaks --support 2>&1)" == *'=== TLS supported'* ]] ;;
+    python3) python3 -c 'import ssl, imaplib' 2>/dev/null ;;
+    openssl) openssl version >/dev/null 2>&1 ;;
+    nginx-light) nginx -v >/dev/null 2>&1 ;;
     libnginx-mod-mail) [[ -e /usr/lib/nginx/modules/ngx_mail_module.so ]] ;;
     *) return 1 ;;
   esac
