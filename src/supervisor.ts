@@ -8,7 +8,7 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { RefusedError } from './util/errors.js';
 
 /**
- * `serve` on every core (SPEC 3.6): a supervisor process forks one worker per core with
+ * `serve` on every core (README, Workers): a supervisor process forks one worker per core with
  * node:cluster; each worker is a whole gateway (its own Redis connection, hasher with its own
  * passwords.maxConcurrentVerifies bound, credential cache, session registry) and the listening
  * sockets are shared through the supervisor, which hands out connections round-robin (Node's

@@ -4,7 +4,7 @@ import { RefusedError, StoreUnavailableError } from '../util/errors.js';
 import { normalizeLogin } from './store.js';
 
 /**
- * Failure windows and locks (S13) in Redis; the key layout is in accounts/store.ts. Windows
+ * Failure windows and locks (rules.md R13) in Redis; the key layout is in accounts/store.ts. Windows
  * are sorted sets of failure times, trimmed on every write and capped in size, so a flood
  * cannot grow them without bound.
  */

@@ -8,7 +8,7 @@ const MAX_RECONNECT_DELAY_MS = 2_000;
 /**
  * One Redis client per process. Commands fail fast while Redis is away (no offline queue), so
  * a login during an outage gets [UNAVAILABLE] at once instead of hanging; the client keeps
- * reconnecting in the background and the gateway recovers by itself (SPEC 4).
+ * reconnecting in the background and the gateway recovers by itself (an outage never lets a login through unchecked).
  */
 export function createRedis(cfg: Config['redis']): Redis {
   const redis = new Redis(cfg.url, {

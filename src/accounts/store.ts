@@ -17,7 +17,7 @@ import type { ImportOutcome, ImportRecord } from './import.js';
  *   rollout:seq       counter: sequence number of the next rollout rule
  *   fail:src:<src>    zset: failure times per client source (IPv4, or IPv6 /64)
  *   fail:pair:<login>:<src>, fail:acct:<login>   zsets: failure times
- *   lock:pair:<login>:<src>, lock:acct:<login>   strings with expiry: locks (S13)
+ *   lock:pair:<login>:<src>, lock:acct:<login>   strings with expiry: locks (rules.md R13)
  *   known:<login>     zset: sources with a successful login, by time
  *   seen:<login>, notify:*   login-notification state and the SMS outbox (notify/outbox.ts)
  *   events            pub/sub channel: credential changes, so gateways end stale sessions
@@ -29,9 +29,9 @@ import type { ImportOutcome, ImportRecord } from './import.js';
 export interface Account {
   login: string;
   aliases: string[];
-  /** PHC string of the primary (account-site) password; the gateway only verifies it (S14). */
+  /** PHC string of the primary (account-site) password; the gateway only verifies it (rules.md R14). */
   primaryHash: string | null;
-  /** PHC string of the IMAP-only password (S1); the password itself is never stored. */
+  /** PHC string of the IMAP-only password (rules.md R1); the password itself is never stored. */
   imapHash: string | null;
   imapIssuedAt: number | null;
   /** User name at the mail store, if it differs from the login. */
@@ -43,16 +43,16 @@ export interface Account {
   lang?: 'ja' | 'en';
   /** IANA time zone for quiet hours and dates in SMS notices; absent: notify.defaults.tz. */
   tz?: string;
-  /** Domestic restriction rule set for this account by login or file (S8); waves are global. */
+  /** Domestic restriction rule set for this account by login or file (rules.md R8); waves are global. */
   domestic: Rule | null;
   /** Restrictions do not apply until this time (a travelling subscriber without a password). */
   exemptUntil: number | null;
   /**
    * Bumped on every change of the IMAP-only password (issue, revoke), so caches and live sessions
-   * opened with an older one can tell they are stale (S4).
+   * opened with an older one can tell they are stale (rules.md R4).
    */
   imapVersion: number;
-  /** Bumped when the primary password changes (S14). */
+  /** Bumped when the primary password changes (rules.md R14). */
   primaryVersion: number;
   createdAt: number;
 }
@@ -124,7 +124,7 @@ if redis.call('EXISTS', key) == 0 then return -1 end
 if ARGV[3] == '1' and redis.call('HEXISTS', key, 'imapHash') == 1 then return 0 end
 redis.call('HSET', key, 'imapHash', ARGV[1], 'imapIssuedAt', ARGV[2])
 local v = redis.call('HINCRBY', key, 'imapVersion', 1)
--- 'all': sessions on the old IMAP-only password and, now that one exists, on the primary (S1)
+-- 'all': sessions on the old IMAP-only password and, now that one exists, on the primary (rules.md R1)
 announce(ARGV[4], ARGV[5], 'all', v)
 return v
 `;
@@ -262,7 +262,7 @@ announce(p, login, 'all', 0)
 return { 'removed', unpack(freed) }
 `;
 
-// set-primary (S14): a new primary hash, effective from the next login; bumps primaryVersion
+// set-primary (rules.md R14): a new primary hash, effective from the next login; bumps primaryVersion
 // and announces it. Returns -1 for no account, 0 when the hash is the stored one.
 const SET_PRIMARY_SCRIPT = `${PUBLISH_LUA}
 local p, login, hash = ARGV[1], ARGV[2], ARGV[3]
@@ -413,8 +413,8 @@ export class AccountStore {
   }
 
   /**
-   * Stores a new IMAP-only password hash (S3, S4). With ifAbsent, does nothing when one
-   * exists (S5). Returns false when nothing was stored.
+   * Stores a new IMAP-only password hash (rules.md R3, R4). With ifAbsent, does nothing when one
+   * exists (rules.md R5). Returns false when nothing was stored.
    */
   async setImapHash(login: string, hash: string, now: number, ifAbsent: boolean): Promise<boolean> {
     const r = await this.#call(() =>
@@ -583,7 +583,7 @@ export class AccountStore {
     return { login, aliases: rest };
   }
 
-  /** Sets the primary hash (S14). Returns the new primaryVersion, or null when it was the stored hash. */
+  /** Sets the primary hash (rules.md R14). Returns the new primaryVersion, or null when it was the stored hash. */
   async setPrimaryHash(name: string, hash: string): Promise<number | null> {
     const login = normalizeLogin(name);
     const r = await this.#call(() => this.#redis.mgSetPrimary(this.#p, login, hash));

@@ -78,12 +78,12 @@ export interface OperatorDeps {
   actor: string;
   /** The durable audit trail (the Redis stream, audit.ts), besides the `admin` log line. */
   audit: AuditSink;
-  /** The SMS outbox, for the notices of a domestic wave (S8); absent: no notices. */
+  /** The SMS outbox, for the notices of a domestic wave (rules.md R8); absent: no notices. */
   notices?: Pick<RedisOutbox, 'enqueueMany'>;
 }
 
 const MSISDN = /^\+[1-9]\d{6,14}$/; // E.164
-/** Accounts read and notices queued per step of a domestic wave's S8 notices. */
+/** Accounts read and notices queued per step of a domestic wave's rules.md R8 notices. */
 const WAVE_BATCH = 500;
 
 export function createOperatorService(deps: OperatorDeps) {
@@ -155,8 +155,8 @@ export function createOperatorService(deps: OperatorDeps) {
     },
 
     /**
-     * Issues a new IMAP-only password (S3 method 2, S4), or with ifAbsent only when none exists
-     * (S3 method 1, S5). The password is returned once and stored only as a hash.
+     * Issues a new IMAP-only password (rules.md R3 method 2, R4), or with ifAbsent only when none exists
+     * (rules.md R3 method 1, R5). The password is returned once and stored only as a hash.
      */
     async issueImapPassword(
       login: string,
@@ -211,7 +211,7 @@ export function createOperatorService(deps: OperatorDeps) {
     },
 
     /**
-     * S14: the account site changed the primary password. The gateway accepts the new one
+     * rules.md R14: the account site changed the primary password. The gateway accepts the new one
      * from the next login; primaryVersion is bumped so that sessions opened with the old one
      * end. Giving the stored hash again changes nothing.
      */
@@ -245,7 +245,7 @@ export function createOperatorService(deps: OperatorDeps) {
       };
     },
 
-    /** S7. `at`: when the phase starts (epoch ms); now when omitted. */
+    /** rules.md R7. `at`: when the phase starts (epoch ms); now when omitted. */
     async setOverseasPhase(phase: Phase, at?: number): Promise<{ rule: Rule; phaseNow: Phase }> {
       const now = clock();
       const before = overseasPhase(await rollout.getDoc(), now);
@@ -262,7 +262,7 @@ export function createOperatorService(deps: OperatorDeps) {
     },
 
     /**
-     * S8, customer by customer: explicit logins (--login, --users FILE), a stable percentage
+     * rules.md R8, customer by customer: explicit logins (--login, --users FILE), a stable percentage
      * of all accounts (--percent), or every account (--all). The most recent command wins.
      */
     async setDomesticPhase(
@@ -283,7 +283,7 @@ export function createOperatorService(deps: OperatorDeps) {
       if ('logins' in target) {
         if (target.logins.length === 0) throw new UsageError('name at least one login');
         const rule: Rule = { phase, at: start, seq: await rollout.nextSeq() };
-        // The accounts as they were, for whom this rule changes anything (S8 notices).
+        // The accounts as they were, for whom this rule changes anything (rules.md R8 notices).
         const before: Account[] = [];
         if (outbox) {
           for (let i = 0; i < target.logins.length; i += WAVE_BATCH) {
@@ -472,7 +472,7 @@ export function operatorServiceOn(
   const prefix = config.redis.keyPrefix;
   const clock = opts.clock ?? Date.now;
   return createOperatorService({
-    // With an SMS gateway configured, a domestic wave queues its notices (S8).
+    // With an SMS gateway configured, a domestic wave queues its notices (rules.md R8).
     ...(config.notify?.webhook
       ? { notices: new RedisOutbox({ redis, prefix, config: config.notify, log: opts.log, clock }) }
       : {}),

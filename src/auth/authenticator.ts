@@ -56,7 +56,7 @@ export interface AuthenticatorDeps {
   lockout: Pick<LockoutStore, 'recordFailure' | 'recordSuccess'>;
   lockoutConfig: LockoutConfig;
   rollout: Pick<RolloutStore, 'record'>;
-  /** provider: AS number and organisation (S11), when the gateway has an ASN source. */
+  /** provider: AS number and organisation (rules.md R11), when the gateway has an ASN source. */
   geo: { lookup(ip: string): GeoAnswer; provider?(ip: string): Provider | null };
   hasher: Pick<PasswordHasher, 'verify' | 'verifyDummy' | 'hash' | 'needsRehash'>;
   notices: NoticeSink;
@@ -220,7 +220,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
         if (needsSuccessRecord(looked.lockout, lockoutConfig, started)) {
           background('known-source', req.sessionId, lockout.recordSuccess(acct.login, src, started));
         }
-        // S11: one background round trip, after the reply is decided.
+        // rules.md R11: one background round trip, after the reply is decided.
         notices.loginAllowed?.({
           login: acct.login,
           msisdn: acct.msisdn,

@@ -48,7 +48,7 @@ export function needsSuccessRecord(f: LockoutFacts, cfg: LockoutConfig, now: num
   return now - f.knownAt >= Math.min(3_600_000, cfg.knownSourceMs / 10);
 }
 
-/** Whether this login is locked for this source (SPEC 3.3 step 2). */
+/** Whether this login is locked for this source (docs/rules.md, the login decision, step 2). */
 export function isLocked(f: LockoutFacts): boolean {
   return f.pairLocked || (f.accountLocked && !f.knownSource);
 }

@@ -9,7 +9,7 @@ const ARGON2ID = 2 as Algorithm; // a const enum in the typings, unusable under 
 const ARGON2_V0x13 = 1 as Version; // Version.V0x13, the current argon2 version (19)
 
 /**
- * IMAP-only password alphabet (S2: letters, digits and symbols, case-sensitive). 64 symbols,
+ * IMAP-only password alphabet (rules.md R2: letters, digits and symbols, case-sensitive). 64 symbols,
  * so one random byte masked to 6 bits picks one without modulo bias. Left out: characters
  * that are easily misread (I, l, O, o, 0, 1), and those awkward in mail clients or IMAP
  * quoting (space, quotes, backslash, %, *, parentheses, braces, non-ASCII).
@@ -19,7 +19,7 @@ export const IMAP_PASSWORD_ALPHABET =
 export const IMAP_PASSWORD_LENGTH = 10;
 const CLASSES = [/[A-Za-z]/, /[2-9]/, /[!#+\-=?@_]/];
 
-/** 10 characters from the CSPRNG, with at least one letter, one digit and one symbol (S2). */
+/** 10 characters from the CSPRNG, with at least one letter, one digit and one symbol (rules.md R2). */
 export function generateImapPassword(): string {
   for (;;) {
     const bytes = randomBytes(IMAP_PASSWORD_LENGTH);
@@ -173,7 +173,7 @@ export class PasswordHasher {
 
   /**
    * Spends the same work as verifying against a real hash with the configured parameters,
-   * so that "no such account" costs what "wrong password" costs (SPEC 3.3 step 1).
+   * so that "no such account" costs what "wrong password" costs (docs/rules.md, the login decision, step 1).
    */
   async verifyDummy(password: string | Uint8Array): Promise<false> {
     this.#dummy ??= await this.hash(randomBytes(16));

@@ -1,7 +1,7 @@
 import { assertNever } from '../util/errors.js';
 
 /**
- * The login decision (SPEC 3.3), as a pure function of facts gathered beforehand. It does no
+ * The login decision (docs/rules.md, the login decision), as a pure function of facts gathered beforehand. It does no
  * I/O and reads no clock: the authenticator gathers the account, the rollout state, the
  * client's location and the outcome of the password checks, and applies the decision's
  * effects (reply, counters, notices) afterwards.
@@ -23,15 +23,15 @@ export interface LoginFacts {
    * they named: refused before any password is checked.
    */
   throttled: boolean;
-  /** Step 2 (S13): locked for this client, by failures on this account (see auth/lockout.ts). */
+  /** Step 2 (rules.md R13): locked for this client, by failures on this account (see auth/lockout.ts). */
   locked: boolean;
   hasImapPassword: boolean;
   matched: CredentialMatch;
   /** Where the client is, from GeoIP (unknown country already mapped per geo.unknownCountry). */
   location: Location;
-  /** Overseas restriction phase (S7), global. */
+  /** Overseas restriction phase (rules.md R7), global. */
   overseasPhase: Phase;
-  /** Domestic restriction phase (S8) as it applies to this account. */
+  /** Domestic restriction phase (rules.md R8) as it applies to this account. */
   domesticPhase: Phase;
 }
 
@@ -47,7 +47,7 @@ export type DenyReason =
 /** A restriction that applies to a login: refuses it under `enforce`, is only recorded under `warn`. */
 export type Restriction = 'overseas' | 'domestic';
 
-/** A subscriber notification to queue (S7, S8, S12); delivery belongs to notify/. */
+/** A subscriber notification to queue (rules.md R7, R8, R12); delivery belongs to notify/. */
 export type Notice = 'overseas-restricted' | 'domestic-restricted' | 'restriction-warning';
 
 export type Decision =
@@ -61,7 +61,7 @@ export type Decision =
   | {
       kind: 'deny';
       reason: DenyReason;
-      /** Whether this attempt counts toward the lockout threshold (S13). */
+      /** Whether this attempt counts toward the lockout threshold (rules.md R13). */
       countsAsFailure: boolean;
       notices: Notice[];
     };
@@ -75,18 +75,18 @@ export function decide(f: LoginFacts): Decision {
   //    takes as long as for a wrong password.
   if (!f.accountExists) return deny('unknown-account', true);
 
-  // 2. Locked (S13): refused whatever the password, so a guess cannot be confirmed.
+  // 2. Locked (rules.md R13): refused whatever the password, so a guess cannot be confirmed.
   if (f.locked) return deny('locked', false);
 
-  // 3. The account has an IMAP-only password: it alone opens IMAP/SMTP, from anywhere (S1).
+  // 3. The account has an IMAP-only password: it alone opens IMAP/SMTP, from anywhere (rules.md R1).
   if (f.hasImapPassword) {
     if (f.matched === 'imap-only') return allow('imap-only', [], []);
-    // The primary password still "counts": a client left on it keeps failing and should lock (S4, S13).
+    // The primary password still "counts": a client left on it keeps failing and should lock (rules.md R4, R13).
     if (f.matched === 'primary') return deny('imap-password-required', true);
     return deny('bad-password', true);
   }
 
-  // 4. No IMAP-only password, primary password given. Overseas is checked first (S9).
+  // 4. No IMAP-only password, primary password given. Overseas is checked first (rules.md R9).
   if (f.matched === 'primary') {
     const wouldRefuse: Restriction[] = [];
     const notices: Notice[] = [];

@@ -299,7 +299,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
       });
     });
   withCommonOptions(account.command('set-primary <login>'))
-    .description('replace the primary (account-site) password; the old one stops working at once (S14)')
+    .description('replace the primary (account-site) password; the old one stops working at once')
     .option('--primary-password-stdin', 'read the new primary password from standard input')
     .option('--primary-hash <hash>', 'the new primary password as an argon2 PHC string or a bcrypt hash')
     .addHelpText(
@@ -333,7 +333,10 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
     );
   withCommonOptions(imapPassword.command('issue <login>'))
     .description('issue a new IMAP-only password and print it once (it cannot be shown again)')
-    .option('--if-absent', 'issue only if the account has none (profile installs, S5)')
+    .option(
+      '--if-absent',
+      'issue only if the account has none (phone configuration profiles: installing one again changes nothing)',
+    )
     .addHelpText(
       'after',
       '\nExample:\n  mailgate imap-password issue alice@example.jp\n  mailgate imap-password issue alice@example.jp --if-absent --json',
@@ -379,7 +382,9 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
       });
     });
   withCommonOptions(rollout.command('overseas <phase>'))
-    .description('set the overseas restriction: off | warn | enforce (S7)')
+    .description(
+      'set the overseas restriction (logins from abroad without an IMAP-only password): off | warn | enforce',
+    )
     .option('--at <time>', 'start at this time (ISO 8601, e.g. 2026-12-01T00:00+09:00) instead of now')
     .addHelpText(
       'after',
@@ -397,7 +402,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
       });
     });
   withCommonOptions(rollout.command('domestic <phase>'))
-    .description('set the domestic restriction customer by customer: off | warn | enforce (S8)')
+    .description('set the domestic restriction customer by customer: off | warn | enforce')
     .addOption(
       new Option('--login <login>', 'an account to change (repeatable)').argParser(
         (v: string, acc: string[] = []) => [...acc, v],
@@ -441,7 +446,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
               : `${r.logins?.length ?? 0} account(s)`;
           const n = r.notices;
           const sms = n
-            ? `\nSMS notices (S8): ${n.queued} queued, ${n.deferred} deferred to quiet hours, ${n.noMsisdn} without msisdn, ${n.suppressed} already sent or capped`
+            ? `\nSMS notices (domestic restriction): ${n.queued} queued, ${n.deferred} deferred to quiet hours, ${n.noMsisdn} without msisdn, ${n.suppressed} already sent or capped`
             : '';
           out.result(r, `domestic restriction ${r.phase} for ${who} from ${r.at}${sms}`);
         });
@@ -465,7 +470,7 @@ Exit 0: every line imported; 1: some lines rejected (listed); 2: unusable file o
     });
 
   withCommonOptions(program.command('unlock <login>'))
-    .description('clear the lockout and failure counts of an account (S13)')
+    .description('clear the lockout and failure counts of an account (after repeated failed logins)')
     .addHelpText('after', '\nExample:\n  mailgate unlock alice@example.jp')
     .action(async (login: string, opts: GlobalOpts) => {
       await withService(opts, async (svc, out) => {

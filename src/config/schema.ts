@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /**
- * The configuration file's schema. Key paths listed in SPEC 3.1 are the documented interface;
+ * The configuration file's schema. Key paths listed in PROXY headers are trusted only from configured peers are the documented interface;
  * config/example.yaml documents every key. Defaults are chosen for a production deployment;
  * tests and the demo override what they need.
  */
@@ -166,7 +166,7 @@ const passwords = z.strictObject({
 });
 
 /**
- * Failure counting (S13), by source first: a client address (IPv6: its /64) that keeps failing
+ * Failure counting (rules.md R13), by source first: a client address (IPv6: its /64) that keeps failing
  * is slowed down and then refused whatever account it names; a (account, source) pair that
  * keeps failing is locked; an account failing from many sources is locked only for sources
  * that have not logged in to it successfully before, so a spray from elsewhere cannot lock
@@ -296,7 +296,7 @@ const notify = z
     loginNotification: z
       .strictObject({
         enabled: z.boolean().default(true),
-        /** A provider (AS) or country not seen for this long is "unusual" (S11). */
+        /** A provider (AS) or country not seen for this long is "unusual" (rules.md R11). */
         windowDays: z.number().int().min(1).max(3650).default(90),
         /** Notify the very first recorded login of an account too. */
         notifyFirstLogin: z.boolean().default(false),
@@ -339,7 +339,7 @@ export const configSchema = z.strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     })
     .default({ level: 'info' }),
-  /** serve: worker processes sharing the listeners; "auto" is one per core (SPEC 3.6), 1 runs in one process. */
+  /** serve: worker processes sharing the listeners; "auto" is one per core (README, Workers), 1 runs in one process. */
   workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)]).default('auto'),
   redis: z.strictObject({
     url: z.string().regex(/^rediss?:\/\//, 'expected redis://HOST:PORT/DB or rediss://'),
@@ -361,7 +361,7 @@ export const configSchema = z.strictObject({
   lockout: lockout.default(lockout.parse({})),
   /** The admin HTTP API; absent: no admin listener. */
   admin: admin.optional(),
-  /** Subscriber notifications (SMS): outbox, delivery worker, dedupe and throttling (S7, S8, S11, S12). */
+  /** Subscriber notifications (SMS): outbox, delivery worker, dedupe and throttling (rules.md R7, R8, R11, R12). */
   notify: notify.default(notify.parse({})),
 });
 

@@ -1,5 +1,5 @@
 /**
- * Provider facts (S11): the AS number and organisation of a client address.
+ * Provider facts (rules.md R11): the AS number and organisation of a client address.
  *
  * Two sources:
  * - an operator's GeoLite2-ASN or GeoIP2-ISP .mmdb (`geo.asnDb: /path/file.mmdb`), read with

@@ -98,7 +98,7 @@ class ImapConnection {
   #onData = (chunk: Buffer) => {
     if (!this.#sawData) {
       this.#sawData = true;
-      // A PROXY header here was not expected from this peer (SPEC 3.1): refuse, do not parse it as IMAP.
+      // A PROXY header here was not expected from this peer (PROXY headers are trusted only from configured peers): refuse, do not parse it as IMAP.
       if (chunk.length >= 6 && looksLikeProxyHeader(chunk)) {
         this.deps.log.info(
           {
@@ -258,7 +258,7 @@ class ImapConnection {
     this.#detach(this.socket);
     this.#closed = true; // the IMAP session is over; from here on the streams carry the bytes
     const reply = `${tag} OK [CAPABILITY ${upstream.capabilities}] Logged in\r\n`;
-    // Commands the client pipelined after its LOGIN go to the store first, in order (SPEC 3.4).
+    // Commands the client pipelined after its LOGIN go to the store first, in order (docs/rules.md, after the decision).
     const pipelined = this.reader.takeBuffered();
     joinStore(this.socket, upstream.socket, this.deps, reply, pipelined, {
       id: this.conn.id,
@@ -336,7 +336,7 @@ function joinStore(
     login: s.login,
     credential: s.credential,
     version: s.version,
-    // The credential this session logged in with was replaced or revoked (S4): end it. No
+    // The credential this session logged in with was replaced or revoked (rules.md R4): end it. No
     // BYE: a line injected into the stream could land inside a literal the store is sending.
     close: (reason) => {
       closedBy ??= reason === 'credential-changed' ? 'credential-changed' : 'upstream';

@@ -6,7 +6,7 @@ import { MailgateError } from '../util/errors.js';
 import { quoteImapString } from './replies.js';
 
 /**
- * Logging in to the mail store on the client's behalf (SPEC 3.4), Dovecot login-proxy style:
+ * Logging in to the mail store on the client's behalf (docs/rules.md, after the decision), Dovecot login-proxy style:
  * failures are classified before anyone reacts. Only connect failures move on to the next
  * server; a store that refuses the master login or talks nonsense is a temporary failure for
  * this client ([UNAVAILABLE]) and an error for the operator.

@@ -2,8 +2,8 @@ import type { CredentialEvent } from '../accounts/store.js';
 
 /**
  * The sessions this process has joined to a mail store, by account, so that a credential
- * change ends the ones opened with the old credential (S4: a replaced IMAP-only password must
- * stop working, including on connections already open; S14 likewise for the primary one).
+ * change ends the ones opened with the old credential (rules.md R4: a replaced IMAP-only password must
+ * stop working, including on connections already open; rules.md R14 likewise for the primary one).
  * Protocol-neutral: IMAP and SMTP sessions register the same way.
  */
 

@@ -21,7 +21,7 @@ export interface NoticeRequest {
   warnings?: ReadonlyArray<{ restriction: Restriction; enforceAt: number | null }>;
 }
 
-/** An allowed login, for the login notification (S11). */
+/** An allowed login, for the login notification (rules.md R11). */
 export interface LoginEvent {
   login: string;
   msisdn: string | null;
@@ -34,7 +34,7 @@ export interface LoginEvent {
   at: number;
 }
 
-/** Where the authenticator queues subscriber notices (S7, S8, S11, S12). */
+/** Where the authenticator queues subscriber notices (rules.md R7, R8, R11, R12). */
 export interface NoticeSink {
   queue(request: NoticeRequest): void;
   /**

@@ -12,7 +12,7 @@
  *   notify:dd:<login>:<dedupe>   string with expiry: "this notice went out recently"
  *   notify:cap:<login>:<date>    counter: notices queued on the subscriber's calendar day
  *   seen:<login>        hash: `c:<country>` and `a:<asn>` -> last allowed login (ms), `first`
- *                       -> first recorded login; for login notifications (S11)
+ *                       -> first recorded login; for login notifications (rules.md R11)
  *
  * Every queueing decision (dedupe, cap, quiet hours) is one Lua script run, so concurrent
  * gateways never double-send and a notice is either queued whole or not at all. A login
@@ -120,7 +120,7 @@ const ENQUEUE_SCRIPT = `${ENQUEUE_LUA}
 return enqueue(unpack(ARGV, 1, 12))
 `;
 
-// S11. ARGV: p, login, now, windowMs, countryField, asnField, notifyFirst, send, then the
+// rules.md R11. ARGV: p, login, now, windowMs, countryField, asnField, notifyFirst, send, then the
 // 10 enqueue arguments after p/login. Returns { outcome, new fields... }.
 const LOGIN_SCRIPT = `${ENQUEUE_LUA}
 local p, login, now, window = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -201,7 +201,7 @@ export class RedisOutbox implements NoticeSink {
     this.#clock = deps.clock;
   }
 
-  /** A decision's notice (S7, S12, warn phases). */
+  /** A decision's notice (rules.md R7, R12, warn phases). */
   queue(r: NoticeRequest): void {
     const base = { login: r.login, msisdn: r.msisdn, lang: r.lang, tz: r.tz };
     const params: NoticeParams = { at: r.at, protocol: r.protocol, country: r.country };
@@ -210,7 +210,7 @@ export class RedisOutbox implements NoticeSink {
         this.#background(this.enqueue({ ...base, template: 'overseas-restricted', params }));
         break;
       case 'domestic-restricted':
-        // A login refused by the domestic restriction: the connection-error SMS (S12).
+        // A login refused by the domestic restriction: the connection-error SMS (rules.md R12).
         this.#background(this.enqueue({ ...base, template: 'connection-error', params }));
         break;
       case 'restriction-warning':
@@ -227,7 +227,7 @@ export class RedisOutbox implements NoticeSink {
     }
   }
 
-  /** S11: one script run records the login's country and provider and queues a notice if either is new. */
+  /** rules.md R11: one script run records the login's country and provider and queues a notice if either is new. */
   loginAllowed(e: LoginEvent): void {
     const cfg = this.#config.loginNotification;
     if (!cfg.enabled) return;

@@ -1,5 +1,5 @@
 /**
- * The SMS texts (S7, S8, S11, S12), in Japanese and English, in the tone of a carrier's service
+ * The SMS texts (rules.md R7, R8, R11, R12), in Japanese and English, in the tone of a carrier's service
  * message: what happened, when, and what to do (issue an IMAP-only password, or use web mail).
  * Rendering is pure: the same notice renders to the same text, so a retried delivery sends the
  * same words under the same idempotency key.
@@ -11,13 +11,13 @@ export type Lang = 'ja' | 'en';
 export const LANGS: readonly Lang[] = ['ja', 'en'];
 
 export type TemplateId =
-  /** S11: an allowed login from a provider or country the account has not used recently. */
+  /** rules.md R11: an allowed login from a provider or country the account has not used recently. */
   | 'login-notification'
-  /** S7: a login refused by the overseas restriction. */
+  /** rules.md R7: a login refused by the overseas restriction. */
   | 'overseas-restricted'
-  /** S8: the account is (or will be) under the domestic restriction; sent when a wave is applied. */
+  /** rules.md R8: the account is (or will be) under the domestic restriction; sent when a wave is applied. */
   | 'domestic-restricted'
-  /** S12: a login refused by the domestic restriction. */
+  /** rules.md R12: a login refused by the domestic restriction. */
   | 'connection-error'
   /** A `warn` phase: this kind of login will be refused from a date (or soon). */
   | 'restriction-warning';

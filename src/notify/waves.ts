@@ -1,5 +1,5 @@
 /**
- * S8: when an operator applies or schedules a domestic wave, every account it moves into
+ * rules.md R8: when an operator applies or schedules a domestic wave, every account it moves into
  * `enforce` (or `warn`) and that has no IMAP-only password gets an SMS: "from DATE, mail apps
  * need an IMAP-only password" (or the warn-phase notice).
  *

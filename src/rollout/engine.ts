@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Phase } from '../auth/policy.js';
 
 /**
- * The staged rollout of the restrictions (S7-S9), as data and pure functions.
+ * The staged rollout of the restrictions (rules.md R7-rules.md R9), as data and pure functions.
  *
  * Every operator command that changes a phase becomes one *rule* with a sequence number from
  * one Redis counter and a start time (`at`, now unless scheduled). A rule applies once its

@@ -80,7 +80,7 @@ export class SmtpFront {
       return;
     }
     // SMTP clients wait for the greeting; the first bytes of one that does not are checked
-    // for a PROXY header from a peer we do not trust (SPEC 3.1): refused with a reason, not
+    // for a PROXY header from a peer we do not trust (PROXY headers are trusted only from configured peers): refused with a reason, not
     // parsed as commands. A trusted peer's header was read by the Listener already.
     const isProxyHeader = (chunk: Buffer): boolean => {
       if (chunk.length < 6 || !looksLikeProxyHeader(chunk)) return false;

@@ -37,7 +37,7 @@ import {
  * One client's submission session after the listener: the login (through the one
  * authenticator, protocol smtp), then every mail transaction relayed command by command to
  * the mail store over one upstream connection, so that each reply the client gets is the
- * store's own. The client's 250 for a message is the store's 250 for it (SPEC 3.4): a message
+ * store's own. The client's 250 for a message is the store's 250 for it (docs/rules.md, after the decision): a message
  * is never acknowledged before the store has it, and never sent to the store twice.
  */
 
@@ -48,7 +48,7 @@ export interface SubmissionDeps {
   clock: () => number;
   /** The gateway's name, for EHLO to the store. */
   localName: string;
-  /** Logged-in sessions by account, so that a credential change ends them (S4, S14). */
+  /** Logged-in sessions by account, so that a credential change ends them (rules.md R4, R14). */
   sessions?: Pick<SessionRegistry, 'add'>;
   metrics?: Pick<GatewayMetrics, 'sessionOpened' | 'sessionClosed' | 'upstreamError'>;
   /** Ends the client's connection with this reply (smtp-server sends it, then closes). */
@@ -173,7 +173,7 @@ export class Submission {
         login: result.account.login,
         credential: result.credential,
         version: result.version,
-        // The password this session logged in with was replaced or revoked (S4): end it. A
+        // The password this session logged in with was replaced or revoked (rules.md R4): end it. A
         // message in DATA is abandoned at the store (never acknowledged); the client resends
         // it after logging in again with the new password.
         close: (reason) => {

@@ -7,7 +7,7 @@ import { MailgateError } from '../util/errors.js';
 import { DotStuffer } from './dot-stuffing.js';
 
 /**
- * A small streaming SMTP client for the mail store (SPEC 3.4): one connection per client
+ * A small streaming SMTP client for the mail store (docs/rules.md, after the decision): one connection per client
  * session, the user identified by XCLIENT or a master AUTH, then one command at a time, each
  * reply returned as a value so the front end can pass it on to the client unchanged.
  *

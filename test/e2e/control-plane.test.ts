@@ -74,7 +74,7 @@ afterAll(async () => {
   await Promise.all([dovecot?.stop(), redis?.stop()]);
 });
 
-describe('IMAP-only password lifecycle ends stale sessions (S4)', () => {
+describe('IMAP-only password lifecycle ends stale sessions (rules.md R4)', () => {
   it('a reissue ends the session opened with the old password; one opened with the new password stays', async () => {
     const first = (await t.ops.issueImapPassword('kenji@example.jp', { ifAbsent: false })).password!;
     const old = imapflow(t, 'kenji@example.jp', first);
@@ -97,7 +97,7 @@ describe('IMAP-only password lifecycle ends stale sessions (S4)', () => {
     await fresh.logout();
   });
 
-  it('issuing a first IMAP-only password ends sessions opened with the primary password (S1)', async () => {
+  it('issuing a first IMAP-only password ends sessions opened with the primary password (rules.md R1)', async () => {
     const s = imapflow(t, 'sprayed@example.jp', PRIMARY);
     await s.connect();
     const closed = new Promise<void>((r) => s.once('close', () => r()));
@@ -226,7 +226,7 @@ describe('rehash on login', () => {
   });
 });
 
-describe('lockout (S13)', () => {
+describe('lockout (rules.md R13)', () => {
   it('repeated failures lock the (account, source) pair; unlock clears it; the reply is not a wrong-password reply', async () => {
     const ip = '49.96.0.10';
     for (let i = 0; i < 4; i++) {

@@ -48,7 +48,7 @@ describe('credential cache (passwords.cache)', () => {
     expect((after.miss ?? 0) - (before.miss ?? 0)).toBe(1);
   });
 
-  it('a reissued IMAP-only password refuses the cached old one at once, on every gateway (S4)', async () => {
+  it('a reissued IMAP-only password refuses the cached old one at once, on every gateway (rules.md R4)', async () => {
     const old = (await a.ops.issueImapPassword('haruka@example.jp', { ifAbsent: false })).password!;
     for (const gw of [a, b]) {
       // Twice each: the second is answered from the cache.
@@ -65,7 +65,7 @@ describe('credential cache (passwords.cache)', () => {
       );
       expect(await loginFrom(gw.port('none'), JAPAN, 'haruka@example.jp', fresh)).toMatch(/^a OK/);
     }
-    // The primary password, cached before, is now refused with the IMAP-only explanation (S1).
+    // The primary password, cached before, is now refused with the IMAP-only explanation (rules.md R1).
     expect(await loginFrom(a.port('none'), JAPAN, 'haruka@example.jp', 'primary-1')).toMatch(
       /^a NO \[ALERT\] This account requires its IMAP-only password/,
     );
@@ -81,7 +81,7 @@ describe('credential cache (passwords.cache)', () => {
     );
   });
 
-  it('a changed primary password refuses the cached old one at once (S14)', async () => {
+  it('a changed primary password refuses the cached old one at once (rules.md R14)', async () => {
     expect(await loginFrom(a.port('none'), JAPAN, 'haruka@example.jp', 'primary-1')).toMatch(/^a OK/);
     await a.ops.setPrimary('haruka@example.jp', { password: 'primary-2' });
     expect(await loginFrom(a.port('none'), JAPAN, 'haruka@example.jp', 'primary-1')).toMatch(

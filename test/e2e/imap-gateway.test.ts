@@ -139,7 +139,7 @@ m.logout()
   });
 });
 
-describe('the login decision, end to end (SPEC 3.3)', () => {
+describe('the login decision, end to end (docs/rules.md, the login decision)', () => {
   it('IMAP-only password from abroad, everything enforced: in', async () => {
     await t.ops.setOverseasPhase('enforce');
     await t.ops.setDomesticPhase({ logins: ['alice@example.jp'] }, 'enforce');
@@ -166,7 +166,7 @@ describe('the login decision, end to end (SPEC 3.3)', () => {
       expect(await loginAt(ABROAD_OVERRIDE, 'bob@example.jp', PRIMARY, 2)).toMatch(
         /^a NO \[ALERT\] Access from abroad/,
       );
-      // The same account at home is let in (S9: only overseas is enforced).
+      // The same account at home is let in (rules.md R9: only overseas is enforced).
       expect(await loginAt(JAPAN, 'bob@example.jp', PRIMARY, 2)).toMatch(/^a OK/);
       expect(await loginAt(JAPAN_OVERRIDE, 'bob@example.jp', PRIMARY, 1, true)).toMatch(/^a OK/);
     } finally {

@@ -105,7 +105,7 @@ beforeEach(async () => {
 });
 
 describe('restriction SMS', () => {
-  it('S7: a refused login from abroad sends the overseas-restriction SMS once, however often the client retries', async () => {
+  it('rules.md R7: a refused login from abroad sends the overseas-restriction SMS once, however often the client retries', async () => {
     await t.ops.setOverseasPhase('enforce');
     for (let i = 0; i < 5; i++) {
       expect(await imapLogin(GOOGLE, 'tabi')).toMatch(/^a NO \[[A-Z-]+\] Access from abroad/);
@@ -145,7 +145,7 @@ describe('restriction SMS', () => {
     expect(p!.text).toMatch(/Time: .* (GMT|BST)/);
   });
 
-  it('S8 + S12: enforcing named accounts notifies those without an IMAP-only password; a refused login sends one connection-error SMS', async () => {
+  it('rules.md R8 + R12: enforcing named accounts notifies those without an IMAP-only password; a refused login sends one connection-error SMS', async () => {
     await t.ops.issueImapPassword(login('yumi'), { ifAbsent: false });
     const r = await t.ops.setDomesticPhase({ logins: [login('kenji'), login('yumi')] }, 'enforce');
     expect(r.notices).toEqual({ accounts: 1, queued: 1, deferred: 0, noMsisdn: 0, suppressed: 0 });
@@ -162,12 +162,12 @@ describe('restriction SMS', () => {
       'domestic-restricted',
       'connection-error',
     ]);
-    // Applying the same rule again changes nobody's phase: no second S8 SMS.
+    // Applying the same rule again changes nobody's phase: no second rules.md R8 SMS.
     const again = await t.ops.setDomesticPhase({ logins: [login('kenji')] }, 'enforce');
     expect(again.notices?.accounts).toBe(0);
   });
 
-  it('S8: a wave scheduled with --at names the date; widening it notifies only the accounts it adds', async () => {
+  it('rules.md R8: a wave scheduled with --at names the date; widening it notifies only the accounts it adds', async () => {
     const at = Date.parse('2030-12-01T00:00:00+09:00');
     const waveUsers = users.filter((u) => u.startsWith('wave'));
     const inPercent = (p: number) => waveUsers.filter((u) => inWave(bucketOf(login(u)), p));
@@ -202,7 +202,7 @@ describe('restriction SMS', () => {
   });
 });
 
-describe('login notification (S11)', () => {
+describe('login notification (rules.md R11)', () => {
   it('the first login is recorded silently; a second provider notifies; the same provider again (IPv6 too) does not', async () => {
     const to = () => sms.to(msisdnOf('ken'), 'login-notification');
     expect(await imapLogin(JAPAN, 'ken')).toMatch(/^a OK/);

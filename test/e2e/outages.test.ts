@@ -4,7 +4,7 @@ import { startTestGateway, type TestGateway } from '../support/gateway.js';
 import { RawClient } from '../support/raw-client.js';
 
 /**
- * Redis outages (SPEC 4): a login during one gets a temporary failure at once instead of
+ * Redis outages (an outage never lets a login through unchecked): a login during one gets a temporary failure at once instead of
  * hanging, the gateway recovers by itself when Redis is back, and no account data is lost.
  * This file has its own Redis, so killing it disturbs no other test.
  */

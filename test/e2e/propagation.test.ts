@@ -1,5 +1,5 @@
 // Two `bin/mailgate serve` processes on one Redis: an operator's change through the CLI reaches
-// both at once (SPEC 3.2: within one second, without restart).
+// both at once (within one second, without restart).
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

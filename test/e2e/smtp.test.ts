@@ -212,7 +212,7 @@ describe('real clients submit through the gateway, and the message is read back 
   });
 });
 
-describe('the login decision for SMTP (SPEC 3.3, same placements as IMAP)', () => {
+describe('the login decision for SMTP (docs/rules.md, the login decision; same placements as IMAP)', () => {
   it('IMAP-only password from abroad, everything enforced: 235', async () => {
     await t.ops.setOverseasPhase('enforce');
     await t.ops.setDomesticPhase({ logins: ['alice@example.jp'] }, 'enforce');
@@ -499,7 +499,7 @@ describe('relay: the store decides, the client hears it, nothing is lost or doub
     }
   });
 
-  it('a replaced IMAP-only password ends the open SMTP session (S4); the new one works', async () => {
+  it('a replaced IMAP-only password ends the open SMTP session (rules.md R4); the new one works', async () => {
     const c = await aliceSession();
     try {
       expect(await smtpCommand(c, 'MAIL FROM:<alice@example.jp>')).toMatch(/^250 /);

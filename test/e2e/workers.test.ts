@@ -1,4 +1,4 @@
-// `bin/mailgate serve` with a supervisor and two workers on one port (SPEC 3.6): logins are
+// `bin/mailgate serve` with a supervisor and two workers on one port (README, Workers): logins are
 // served by both, a worker killed with SIGKILL is restarted while logins keep succeeding,
 // SIGHUP reaches every worker, /metrics sums them, and SIGTERM stops everything.
 

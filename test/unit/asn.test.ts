@@ -82,7 +82,7 @@ describe('the bundled table (@ip-location-db/asn, built in a worker thread)', ()
     ['49.96.0.1', 9605, 'NTT DOCOMO, INC.'],
     ['8.8.8.8', 15169, 'Google LLC'],
     ['1.1.1.1', 13335, 'Cloudflare, Inc.'],
-    // IPv6 of the same providers: the same AS, so one provider for login notifications (S11).
+    // IPv6 of the same providers: the same AS, so one provider for login notifications (rules.md R11).
     ['240a:2:c90::1', 9605, 'NTT DOCOMO, INC.'],
     ['2001:4860:4860::8888', 15169, 'Google LLC'],
     ['::ffff:8.8.8.8', 15169, 'Google LLC'],

@@ -276,7 +276,7 @@ describe('authenticator with the credential cache', () => {
     expect(h.verifications).toBe(2);
   });
 
-  it('an issued IMAP-only password makes the cached primary refused at once (S1), and the old IMAP-only one too (S4)', async () => {
+  it('an issued IMAP-only password makes the cached primary refused at once (rules.md R1), and the old IMAP-only one too (rules.md R4)', async () => {
     const h = harness();
     await h.login('alice@example.jp', 'primary-pass');
     h.issue('first-imap');

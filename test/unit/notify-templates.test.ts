@@ -42,7 +42,7 @@ describe('every template in both languages', () => {
   }
 });
 
-describe('login notification (S11)', () => {
+describe('login notification (rules.md R11)', () => {
   it('names protocol, time in the subscriber zone, country and provider (ja)', () => {
     expect(render('login-notification', params['login-notification'], ctx('ja'))).toBe(
       [
@@ -82,7 +82,7 @@ describe('login notification (S11)', () => {
 });
 
 describe('restriction notices', () => {
-  it('S7 and S12 offer web mail as the other way, with its page when configured', () => {
+  it('rules.md R7 and R12 offer web mail as the other way, with its page when configured', () => {
     const links = { imapPassword: 'https://example.jp/imap', webmail: 'https://mail.example.jp/' };
     for (const id of ['overseas-restricted', 'connection-error'] as const) {
       const ja = render(id, params[id], ctx('ja', { links }));
@@ -97,7 +97,7 @@ describe('restriction notices', () => {
     expect(render('connection-error', params['connection-error'], ctx('en'))).toContain('Method: IMAP');
   });
 
-  it('S8: a wave with a future date names the date; an immediate one says from today', () => {
+  it('rules.md R8: a wave with a future date names the date; an immediate one says from today', () => {
     expect(render('domestic-restricted', params['domestic-restricted'], ctx('ja'))).toContain(
       '【メールサービス】2026年12月1日より、',
     );

@@ -15,7 +15,7 @@ const base: LoginFacts = {
 
 type Row = [name: string, facts: Partial<LoginFacts>, expected: Partial<Decision>];
 
-// One row per line of SPEC 3.3, in its order.
+// One row per step of the login decision (docs/rules.md), in its order.
 const rows: Row[] = [
   [
     '0 throttled source, even with the right IMAP-only password',
@@ -94,7 +94,7 @@ const rows: Row[] = [
     { kind: 'deny', reason: 'domestic-restricted' },
   ],
   [
-    '4 overseas is checked before domestic (S9)',
+    '4 overseas is checked before domestic (rules.md R9)',
     { matched: 'primary', location: 'overseas', overseasPhase: 'enforce', domesticPhase: 'enforce' },
     { kind: 'deny', reason: 'overseas-restricted', notices: ['overseas-restricted'] },
   ],
@@ -125,7 +125,7 @@ const rows: Row[] = [
   ],
 ];
 
-describe('decide (SPEC 3.3)', () => {
+describe('decide (docs/rules.md, the login decision)', () => {
   it.each(rows)('%s', (_name, facts, expected) => {
     expect(decide({ ...base, ...facts })).toMatchObject(expected);
   });
